@@ -1,0 +1,1 @@
+"""L0 Gym environment package (no torch import anywhere in it)."""

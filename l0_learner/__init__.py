@@ -1,0 +1,1 @@
+"""The reference learner for L0 Gym (agentic policy gradient). Work in progress: see the README."""
