@@ -1,0 +1,138 @@
+"""The tool bridge, host side: a Unix socket bound into the sandbox, one JSON line each way.
+
+Tools run on the host (the search index, budgets and API keys never enter the kernel). The kernel
+side is ``in_kernel._Bridge``. A request is ``{"op": str, "args": {...}}``; the reply is
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"type": ..., "message": ...}}``.
+Anything malformed gets an error reply, never an exception on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1 << 20
+REQUEST_READ_TIMEOUT_S = 10.0
+
+
+class ToolCallError(Exception):
+    """Raised by a handler to send the agent a Python exception of ``kind`` with ``message``.
+
+    ``kind`` is one of the names the kernel maps to exceptions: TypeError, ValueError,
+    LookupError, KeyError, BudgetExhausted, ToolError.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+Handler = Callable[[str, dict[str, Any]], Any]
+
+
+def _no_handler(op: str, args: dict[str, Any]) -> Any:
+    raise ToolCallError("ToolError", "no episode is running; tools are unavailable")
+
+
+class ToolBridge:
+    """Listens on ``path``; each request is answered by ``handler(op, args)`` (set per episode).
+
+    One thread per bridge accepts and serves connections one at a time, so a handler never runs
+    concurrently with itself for the same kernel (calls from threads inside the kernel queue up).
+    """
+
+    def __init__(self, path: str, *, owner_uid: int | None = None) -> None:
+        self.path = path
+        self.handler: Handler = _no_handler
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        if owner_uid is not None:
+            os.chown(path, owner_uid, owner_uid)
+        os.chmod(path, 0o600)
+        self._sock.listen(16)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"l0-bridge-{os.path.basename(path)}", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            # OSError: the client went away; there is nobody to tell.
+            with conn, contextlib.suppress(OSError):
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(REQUEST_READ_TIMEOUT_S)
+        buf = bytearray()
+        try:
+            while b"\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > MAX_REQUEST_BYTES:
+                    self._send(
+                        conn, self._error("ValueError", f"request larger than {MAX_REQUEST_BYTES} bytes")
+                    )
+                    return
+        except TimeoutError:
+            return
+        self._send(conn, self.dispatch(bytes(buf)))
+
+    def dispatch(self, raw: bytes) -> dict[str, Any]:
+        """Decode one request and run the handler; always returns a reply dict."""
+        try:
+            request = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return self._error("ValueError", "malformed request (not JSON)")
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return self._error("ValueError", "malformed request: expected {'op': str, 'args': dict}")
+        args = request.get("args", {})
+        if not isinstance(args, dict):
+            return self._error("ValueError", "malformed request: 'args' must be an object")
+        try:
+            return {"ok": True, "result": self.handler(request["op"], args)}
+        except ToolCallError as exc:
+            return self._error(exc.kind, exc.message)
+        except Exception as exc:  # a bug or backend failure must not kill the host: tell the agent
+            log.warning("tool %r failed: %r", request["op"], exc, exc_info=True)
+            return self._error(
+                "ToolError", f"{request['op']} failed on the host: {type(exc).__name__}: {exc}"
+            )
+
+    @staticmethod
+    def _error(kind: str, message: str) -> dict[str, Any]:
+        return {"ok": False, "error": {"type": kind, "message": message}}
+
+    @staticmethod
+    def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
+        try:
+            data = json.dumps(reply, ensure_ascii=False).encode("utf-8", errors="replace")
+        except (TypeError, ValueError) as exc:
+            data = json.dumps({"ok": False, "error": {"type": "ToolError", "message": str(exc)}}).encode()
+        conn.sendall(data + b"\n")
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

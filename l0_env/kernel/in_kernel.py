@@ -1,0 +1,200 @@
+"""Code that runs INSIDE the sandboxed kernel (stdlib only; sent as source at kernel start).
+
+It defines the agent's tools as Python objects: ``web_search``, ``open_page``,
+``submit_final_answer`` (proxies that call the host through the tool bridge, a Unix socket) and
+``notepad`` (state that lives here, in the kernel). After every cell a post-run hook pushes the
+notepad to the host when it changed, in the same round trip as the cell, so the host always holds
+the last snapshot and can restore it after a kernel restart.
+
+The host formats ``_l0_install(socket_path, notepad_state)`` at the end of this source.
+"""
+
+import json as _json
+import socket as _socket
+
+_MAX_RESPONSE_BYTES = 8 << 20
+_STATUSES = ("todo", "doing", "done")
+
+
+class ToolError(Exception):
+    """A tool call failed; the message says why and what to do instead."""
+
+
+class BudgetExhausted(ToolError):
+    """This episode's budget for the tool is spent."""
+
+
+_ERROR_TYPES = {
+    "TypeError": TypeError,
+    "ValueError": ValueError,
+    "LookupError": LookupError,
+    "KeyError": KeyError,
+    "BudgetExhausted": BudgetExhausted,
+    "ToolError": ToolError,
+}
+
+
+class _Bridge:
+    """One request per connection, one JSON line each way: simple, and safe from threads."""
+
+    def __init__(self, path):
+        self._path = path
+
+    def call(self, op, **args):
+        request = _json.dumps({"op": op, "args": args}).encode("utf-8") + b"\n"
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as sock:
+            sock.settimeout(120)
+            try:
+                sock.connect(self._path)
+                sock.sendall(request)
+                chunks, size = [], 0
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > _MAX_RESPONSE_BYTES or chunk.endswith(b"\n"):
+                        break
+            except OSError as exc:
+                raise ToolError(f"the tool service is unreachable ({exc}); try again") from None
+        try:
+            reply = _json.loads(b"".join(chunks).decode("utf-8"))
+        except ValueError:
+            raise ToolError("the tool service sent a malformed reply; try again") from None
+        if reply.get("ok"):
+            return reply.get("result")
+        error = reply.get("error") or {}
+        raise _ERROR_TYPES.get(error.get("type"), ToolError)(error.get("message", "tool call failed"))
+
+
+class Notepad:
+    """Your notes, shown to you after every step (they survive context trimming).
+
+    plan: ordered todo items, each {"text", "status"} with status "todo", "doing" or "done".
+    facts: key -> value strings you have established. draft: free text (e.g. the answer draft).
+    """
+
+    def __init__(self, state=None):
+        state = state if isinstance(state, dict) else {}
+        self.plan = [dict(item) for item in state.get("plan", []) if isinstance(item, dict)]
+        self.facts = dict(state.get("facts", {})) if isinstance(state.get("facts"), dict) else {}
+        self.draft = str(state.get("draft", ""))
+
+    def add_todo(self, text, status="todo"):
+        """Append a plan item; returns its index."""
+        self._check_status(status)
+        self.plan.append({"text": str(text), "status": status})
+        return len(self.plan) - 1
+
+    def set_status(self, index, status):
+        """Set plan item ``index`` to "todo", "doing" or "done"."""
+        self._check_status(status)
+        self._item(index)["status"] = status
+
+    def update_todo(self, index, text):
+        """Replace the text of plan item ``index``."""
+        self._item(index)["text"] = str(text)
+
+    def remove_todo(self, index):
+        """Delete plan item ``index`` (later items move up)."""
+        self._item(index)
+        del self.plan[index]
+
+    def add_fact(self, key, value):
+        """Record (or overwrite) a fact."""
+        self.facts[str(key)] = str(value)
+
+    def remove_fact(self, key):
+        """Forget a fact."""
+        if str(key) not in self.facts:
+            raise KeyError(f"no fact named {key!r}; facts are {sorted(self.facts)}")
+        del self.facts[str(key)]
+
+    def write_draft(self, text):
+        """Replace the draft."""
+        self.draft = str(text)
+
+    def snapshot(self):
+        return {
+            "plan": [
+                {"text": str(i.get("text", "")), "status": str(i.get("status", "todo"))} for i in self.plan
+            ],
+            "facts": {str(k): str(v) for k, v in self.facts.items()},
+            "draft": str(self.draft),
+        }
+
+    def _item(self, index):
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"plan index must be an int, got {type(index).__name__}")
+        if not -len(self.plan) <= index < len(self.plan):
+            raise IndexError(f"plan has {len(self.plan)} items; index {index} is out of range")
+        return self.plan[index]
+
+    @staticmethod
+    def _check_status(status):
+        if status not in _STATUSES:
+            raise ValueError(f"status must be one of {_STATUSES}, got {status!r}")
+
+    def __repr__(self):
+        return f"Notepad(plan={self.plan!r}, facts={self.facts!r}, draft={self.draft!r})"
+
+
+def _l0_install(socket_path, notepad_state):
+    import builtins
+
+    from IPython import get_ipython
+
+    bridge = _Bridge(socket_path)
+
+    def web_search(query, k=5):
+        """Search the corpus; returns a list of {"id", "title", "snippet"} dicts, best first."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        return bridge.call("web_search", query=query, k=k)
+
+    def open_page(doc_id, page=1):
+        """The text of a search hit (by its "id"); long pages come in parts: page=2, 3, ..."""
+        if isinstance(doc_id, dict) and "id" in doc_id:
+            doc_id = doc_id["id"]
+        if not isinstance(doc_id, str):
+            raise TypeError(f"doc_id must be a str (a hit's 'id'), got {type(doc_id).__name__}")
+        if not isinstance(page, int) or isinstance(page, bool):
+            raise TypeError(f"page must be an int, got {type(page).__name__}")
+        return bridge.call("open_page", doc_id=doc_id, page=page)
+
+    def submit_final_answer(answer):
+        """Submit your final answer (a short string); this ends the episode."""
+        if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
+            raise TypeError(f"answer must be a str, got {type(answer).__name__}")
+        return bridge.call("submit_final_answer", answer=str(answer))
+
+    notepad = Notepad(notepad_state)
+    last_pushed = [_json.dumps(notepad.snapshot(), sort_keys=True)]
+
+    def push_notepad(*_args):
+        try:
+            encoded = _json.dumps(notepad.snapshot(), sort_keys=True)
+        except Exception:  # a garbage value the agent stored: keep the last good snapshot
+            return
+        if encoded != last_pushed[0]:
+            bridge.call("notepad", state=_json.loads(encoded))
+            last_pushed[0] = encoded
+
+    shell = get_ipython()
+    shell.user_ns.update(
+        web_search=web_search,
+        open_page=open_page,
+        submit_final_answer=submit_final_answer,
+        notepad=notepad,
+        ToolError=ToolError,
+        BudgetExhausted=BudgetExhausted,
+    )
+    shell.events.register("post_run_cell", push_notepad)
+    builtins.input = _no_input
+
+
+def _no_input(*_args, **_kwargs):
+    raise RuntimeError("input() is not available: nobody is at the keyboard; use variables instead")

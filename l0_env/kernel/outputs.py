@@ -1,0 +1,172 @@
+"""Cell outputs: what a cell printed, bounded and cleaned for the agent to read (pure).
+
+Jupyter iopub messages arrive as ``stream`` / ``execute_result`` / ``display_data`` / ``error``.
+``OutputCollector`` turns them into ``CellOutput`` items while keeping host memory bounded (a
+cell can print gigabytes), and ``format_outputs`` renders the observation text: ANSI stripped,
+tracebacks trimmed to the frames that matter, head and tail kept around a marker when too long.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+TRACEBACK_MAX_LINES = 16
+
+
+@dataclass(frozen=True)
+class CellOutput:
+    """One output of a cell.
+
+    Attributes:
+        kind: "stream", "result", "display" or "error".
+        name: stream name ("stdout"/"stderr"), or the exception name for errors.
+        text: the cleaned text.
+    """
+
+    kind: str
+    name: str
+    text: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind == "error"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name, "text": self.text}
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal escape codes and control characters (keeps newlines and tabs)."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+def truncate_middle(text: str, limit: int) -> str:
+    """Keep the head and tail of ``text`` within ``limit`` characters, with a marker between."""
+    if len(text) <= limit:
+        return text
+    marker_room = 64
+    keep = max(limit - marker_room, 0)
+    head, tail = text[: keep * 2 // 3], text[len(text) - keep // 3 :] if keep // 3 else ""
+    cut = len(text) - len(head) - len(tail)
+    return f"{head}\n…[{cut} characters cut]…\n{tail}"
+
+
+def format_error(ename: str, evalue: str, traceback: list[str]) -> str:
+    """An exception as the agent should see it: the user-code frames and the message."""
+    lines: list[str] = []
+    for entry in traceback:
+        lines.extend(strip_ansi(str(entry)).splitlines())
+    # IPython frames from its own machinery say nothing about the agent's code.
+    lines = [ln for ln in lines if "site-packages/IPython" not in ln and ln.strip("-") != ""]
+    if len(lines) > TRACEBACK_MAX_LINES:
+        lines = ["Traceback (most recent call last, trimmed):", *lines[-(TRACEBACK_MAX_LINES - 1) :]]
+    last = f"{ename}: {strip_ansi(evalue)}".rstrip(": ").rstrip()
+    if not lines or lines[-1].strip() != last.strip():
+        lines.append(last)
+    return "\n".join(lines)
+
+
+@dataclass
+class OutputCollector:
+    """Accumulates iopub content with bounded memory.
+
+    Stores up to ``keep_chars`` characters in order; past that, only a rolling tail of
+    ``tail_chars`` is kept and the rest is counted. ``total_chars`` counts everything received, so
+    the caller can stop a flood.
+    """
+
+    keep_chars: int = 16_384
+    tail_chars: int = 4_096
+    outputs: list[CellOutput] = field(default_factory=list)
+    total_chars: int = 0
+    dropped_chars: int = 0
+    n_outputs: int = 0
+    n_errors: int = 0
+    _kept: int = 0
+    _tail: deque = field(default_factory=deque)
+    _tail_len: int = 0
+    _last_key: tuple[str, str] | None = None
+    _notes: list[CellOutput] = field(default_factory=list)
+
+    def add(self, msg_type: str, content: dict) -> None:
+        """Add one iopub message's content (other message types are ignored)."""
+        if msg_type == "stream":
+            item = CellOutput(
+                "stream", str(content.get("name", "stdout")), strip_ansi(str(content.get("text", "")))
+            )
+        elif msg_type in ("execute_result", "display_data"):
+            data = content.get("data") or {}
+            text = data.get("text/plain")
+            if text is None:
+                kinds = ", ".join(sorted(data)) or "nothing"
+                text = f"<display output of type {kinds}; only text/plain is shown>"
+            kind = "result" if msg_type == "execute_result" else "display"
+            item = CellOutput(kind, kind, strip_ansi(str(text)))
+        elif msg_type == "error":
+            ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
+            item = CellOutput(
+                "error", ename, format_error(ename, evalue, list(content.get("traceback") or []))
+            )
+            self.n_errors += 1
+        else:
+            return
+        self._append(item)
+
+    def add_note(self, kind: str, name: str, text: str, *, is_error: bool = False) -> None:
+        """An output the host adds itself (timeouts, restarts); always kept, shown last."""
+        self.n_outputs += 1
+        self.n_errors += int(is_error)
+        self._notes.append(CellOutput(kind, name, text))
+
+    def _append(self, item: CellOutput) -> None:
+        self.total_chars += len(item.text)
+        key = (item.kind, item.name)
+        if not (item.kind == "stream" and key == self._last_key):
+            self.n_outputs += 1  # consecutive chunks of one stream are one output
+        self._last_key = key
+        room = max(self.keep_chars - self._kept, 0)
+        head, rest = item.text[:room], item.text[room:]
+        if head or not rest:
+            self._kept += len(head)
+            last = self.outputs[-1] if self.outputs else None
+            if last is not None and item.kind == "stream" and (last.kind, last.name) == key:
+                self.outputs[-1] = CellOutput(last.kind, last.name, last.text + head)
+            else:
+                self.outputs.append(CellOutput(item.kind, item.name, head))
+        if rest:
+            self._tail.append(CellOutput(item.kind, item.name, rest))
+            self._tail_len += len(rest)
+            while self._tail and self._tail_len - len(self._tail[0].text) >= self.tail_chars:
+                gone = self._tail.popleft()
+                self._tail_len -= len(gone.text)
+                self.dropped_chars += len(gone.text)
+
+    def finish(self) -> list[CellOutput]:
+        """The outputs in order, with the dropped middle marked and host notes last."""
+        result = list(self.outputs)
+        if self.dropped_chars:
+            result.append(
+                CellOutput("stream", "stderr", f"…[{self.dropped_chars} characters of output cut]…")
+            )
+        result.extend(self._tail)
+        return result + self._notes
+
+
+def format_outputs(outputs: list[CellOutput], *, limit: int) -> str:
+    """The observation text for a cell's outputs, at most ``limit`` characters (about)."""
+    if not outputs:
+        return "(no output)"
+    parts: list[str] = []
+    for out in outputs:
+        if out.kind == "stream" and out.name == "stderr":
+            parts.append(f"[stderr]\n{out.text}")
+        elif out.kind == "error":
+            parts.append(f"[error]\n{out.text}")
+        else:
+            parts.append(out.text)
+    text = "\n".join(p.rstrip("\n") for p in parts)
+    return truncate_middle(text, limit)

@@ -1,0 +1,449 @@
+"""A sandboxed IPython kernel driven through jupyter_client: launch, run cells, interrupt, restart.
+
+Transport is ``ipc`` (Unix sockets in a private runtime directory): no TCP port races and nothing
+the sandbox's empty network namespace would need. Interrupts are Jupyter *messages* on the control
+channel: a signal sent to the launcher would hit bubblewrap and kill the sandbox instead.
+
+A cell past its time limit is interrupted; if the kernel does not go idle within a grace period
+(C code such as ``sum(range(10**12))`` ignores SIGINT) the whole sandbox is killed and a fresh
+kernel started, the tools reinstalled and the notepad restored from the host's last snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+from .bridge import Handler, ToolBridge, ToolCallError
+from .outputs import CellOutput, OutputCollector, format_outputs
+from .sandbox import (
+    HOME_IN_SANDBOX,
+    SandboxLimits,
+    SandboxUnavailable,
+    UidLease,
+    build_bwrap_argv,
+    check_bwrap,
+    host_is_root,
+    kernel_environment,
+)
+
+log = logging.getLogger(__name__)
+
+SandboxMode = Literal["auto", "bwrap", "none"]
+_IN_KERNEL_SOURCE = (Path(__file__).with_name("in_kernel.py")).read_text(encoding="utf-8")
+_bwrap_problem: str | bool | None = False  # False: not checked yet
+_bwrap_lock = threading.Lock()
+
+
+class KernelStartError(RuntimeError):
+    """The kernel process did not come up."""
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """How kernels are started and how cells are run.
+
+    Attributes:
+        sandbox: "bwrap" (refuse to run without bubblewrap), "auto" (bubblewrap when it works,
+            else a loud warning and no sandbox), or "none".
+        limits: resource limits inside the sandbox.
+        cell_timeout: wall-clock seconds a cell may run before it is interrupted.
+        interrupt_grace: seconds to wait for an interrupted cell before killing the kernel.
+        max_output_chars: characters of a cell's output shown to the agent (head + tail kept).
+        flood_chars: a cell that prints more than this is interrupted (protects host memory).
+        startup_timeout: seconds a kernel may take to start.
+        python: the interpreter that runs ipykernel (must have ipykernel installed).
+    """
+
+    sandbox: SandboxMode = "auto"
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    cell_timeout: float = 30.0
+    interrupt_grace: float = 3.0
+    max_output_chars: int = 4_000
+    flood_chars: int = 5_000_000
+    startup_timeout: float = 60.0
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        if self.sandbox not in ("auto", "bwrap", "none"):
+            raise ValueError(f"sandbox must be 'auto', 'bwrap' or 'none', got {self.sandbox!r}")
+        for name in ("cell_timeout", "interrupt_grace", "startup_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("max_output_chars", "flood_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 100:
+                raise ValueError(f"{name} must be an int >= 100, got {value!r}")
+
+
+def resolve_sandbox(mode: SandboxMode) -> bool:
+    """Whether to use bubblewrap for ``mode``; raises or warns when it cannot run."""
+    global _bwrap_problem
+    if mode == "none":
+        return False
+    with _bwrap_lock:
+        if _bwrap_problem is False:
+            _bwrap_problem = check_bwrap()
+    if _bwrap_problem is None:
+        return True
+    if mode == "bwrap":
+        raise SandboxUnavailable(f"sandbox='bwrap' but {_bwrap_problem}")
+    message = (
+        f"L0 Gym: RUNNING MODEL-WRITTEN CODE WITHOUT A SANDBOX, because {_bwrap_problem}. "
+        "The code can read your files, use the network and kill your processes. "
+        "Install bubblewrap, or pass sandbox='bwrap' to refuse to run unsandboxed."
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    log.warning(message)
+    return False
+
+
+@dataclass
+class CellResult:
+    """What running one cell produced.
+
+    Attributes:
+        status: "ok", "error" (the code raised), "timeout" (interrupted or killed after the time
+            limit), "died" (the kernel process died) or "output_limit" (stopped for flooding).
+        outputs: the cell's outputs, in order (bounded; host notes last).
+        text: the observation text for the agent.
+        n_outputs / n_errors: counts for the code-execution reward.
+        restarted: the kernel was restarted (variables lost, tools and notepad restored).
+        duration_s: wall time of the cell.
+    """
+
+    status: str
+    outputs: list[CellOutput]
+    text: str
+    n_outputs: int
+    n_errors: int
+    restarted: bool
+    duration_s: float
+
+
+class SandboxedKernel:
+    """One IPython kernel in its own sandbox with its own tool bridge.
+
+    Not thread-safe: one caller at a time. ``close()`` is idempotent and kills every process.
+    """
+
+    def __init__(self, config: KernelConfig | None = None) -> None:
+        self.config = config or KernelConfig()
+        self.sandboxed = resolve_sandbox(self.config.sandbox)
+        base = os.environ.get("L0_RUNTIME_DIR") or None
+        self.runtime_dir = tempfile.mkdtemp(prefix="l0k-", dir=base)
+        os.chmod(self.runtime_dir, 0o711)
+        self._uid_lease = UidLease() if self.sandboxed and host_is_root() else None
+        uid = self._uid_lease.uid if self._uid_lease else None
+        self.bridge = ToolBridge(os.path.join(self.runtime_dir, "bridge.sock"), owner_uid=uid)
+        self.bridge.handler = self._handle_tool_call
+        self.tool_handler: Handler | None = None  # the episode's tools; set by the env
+        self._notepad_state: dict[str, Any] = {}
+        self._proc: subprocess.Popen | None = None
+        self._client: BlockingKernelClient | None = None
+        self._workdir: str | None = None
+        self._closed = False
+        self.restarts = 0
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _start(self) -> None:
+        uid = self._uid_lease.uid if self._uid_lease else None
+        for name in os.listdir(self.runtime_dir):  # sockets of a previous kernel
+            if name != "bridge.sock":
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.runtime_dir, name))
+        if uid is not None:
+            os.chown(self.runtime_dir, uid, uid)  # the kernel creates its ipc sockets here
+        conn_file = os.path.join(self.runtime_dir, "kernel.json")
+        write_connection_file(conn_file, ip=os.path.join(self.runtime_dir, "k"), transport="ipc")
+        if uid is not None:
+            os.chown(conn_file, uid, uid)
+        command = [self.config.python, "-m", "ipykernel_launcher", "-f", conn_file, "--quiet"]
+        if self.sandboxed:
+            argv = build_bwrap_argv(
+                command,
+                runtime_dir=self.runtime_dir,
+                limits=self.config.limits,
+                uid=uid,
+                env=kernel_environment(),
+            )
+            cwd = None
+        else:
+            self._workdir = tempfile.mkdtemp(prefix="l0-work-")
+            argv, cwd = command, self._workdir
+        env = kernel_environment({"HOME": self._workdir}) if not self.sandboxed else None
+        log_path = os.path.join(self.runtime_dir, "kernel.log")
+        with open(log_path, "wb") as log_file:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env if env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                preexec_fn=self.config.limits.apply,
+                start_new_session=True,
+            )
+        client = BlockingKernelClient()
+        client.load_connection_file(conn_file)
+        client.start_channels()
+        self._client = client
+        self._wait_ready(log_path)
+        if uid is not None:
+            # Sockets exist now: take the directory back so the sandbox cannot fill host disk.
+            os.chown(self.runtime_dir, 0, 0)
+            os.chmod(self.runtime_dir, 0o711)
+        self._install_tools()
+
+    def _wait_ready(self, log_path: str) -> None:
+        assert self._client is not None and self._proc is not None
+        deadline = time.monotonic() + self.config.startup_timeout
+        msg_id = self._client.kernel_info()
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise KernelStartError(f"kernel exited with code {self._proc.returncode}: {_tail(log_path)}")
+            try:
+                reply = self._client.get_shell_msg(timeout=0.2)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                self._drain_iopub()
+                return
+        raise KernelStartError(f"kernel not ready after {self.config.startup_timeout}s: {_tail(log_path)}")
+
+    def _drain_iopub(self) -> None:
+        assert self._client is not None
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._client.get_iopub_msg(timeout=0.05)
+
+    def _install_tools(self) -> None:
+        bridge_path = self.bridge.path
+        code = (
+            "import types as _t, sys as _s\n"
+            "_m = _t.ModuleType('l0_tools')\n"
+            f"exec(compile({_IN_KERNEL_SOURCE!r}, 'l0_tools', 'exec'), _m.__dict__)\n"
+            "_s.modules['l0_tools'] = _m\n"
+            f"_m._l0_install({bridge_path!r}, __import__('json').loads({json.dumps(self._notepad_state)!r}))\n"
+            "del _t, _s, _m\n"
+        )
+        result = self._run(code, timeout=self.config.startup_timeout, silent=True)
+        if result.status != "ok":
+            raise KernelStartError(f"installing the tools in the kernel failed: {result.text}")
+
+    def restart(self) -> None:
+        """Kill the kernel and its sandbox, start a fresh one, reinstall tools and notepad."""
+        self._kill()
+        self.restarts += 1
+        self._start()
+
+    def _kill(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.stop_channels()
+            self._client = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+            self._proc = None
+
+    def close(self) -> None:
+        """Kill the kernel, stop the bridge, delete the runtime directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._kill()
+        if getattr(self, "bridge", None) is not None:
+            self.bridge.close()
+        if self._uid_lease is not None:
+            self._uid_lease.release()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> SandboxedKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- notepad -----------------------------------------------------------------------------
+
+    @property
+    def notepad_state(self) -> dict[str, Any]:
+        """The last notepad snapshot the kernel pushed (restored into a restarted kernel)."""
+        return self._notepad_state
+
+    def set_notepad_state(self, state: dict[str, Any]) -> None:
+        self._notepad_state = state
+
+    def _handle_tool_call(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "notepad":
+            state = args.get("state")
+            if not isinstance(state, dict):
+                raise ToolCallError("ValueError", "notepad state must be an object")
+            self._notepad_state = state
+            return None
+        if self.tool_handler is None:
+            raise ToolCallError("ToolError", "no episode is running; tools are unavailable")
+        return self.tool_handler(op, args)
+
+    # -- running cells -----------------------------------------------------------------------
+
+    def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
+        """Run one cell; never raises for anything the code does."""
+        if self._closed:
+            raise RuntimeError("the kernel is closed")
+        restarted = False
+        if not self.is_alive():
+            self.restart()
+            restarted = True
+        result = self._run(code, timeout=timeout or self.config.cell_timeout)
+        result.restarted = result.restarted or restarted
+        return result
+
+    def _run(self, code: str, *, timeout: float, silent: bool = False) -> CellResult:
+        assert self._client is not None and self._proc is not None
+        cfg = self.config
+        started = time.monotonic()
+        collector = OutputCollector(keep_chars=cfg.max_output_chars * 4, tail_chars=cfg.max_output_chars)
+        self._drain_iopub()
+        msg_id = self._client.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+        deadline = started + timeout
+        status, interrupted_at = "ok", None
+        while True:
+            now = time.monotonic()
+            if interrupted_at is not None and now > interrupted_at + cfg.interrupt_grace:
+                return self._after_kill(collector, started, "timeout", code_timeout=timeout)
+            if interrupted_at is None and now > deadline:
+                self._interrupt()
+                interrupted_at, status = now, "timeout"
+            try:
+                msg = self._client.get_iopub_msg(timeout=0.1)
+            except queue.Empty:
+                if self._proc.poll() is not None:
+                    return self._after_kill(collector, started, "died")
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg_type, content = msg["msg_type"], msg["content"]
+            if msg_type == "status":
+                if content.get("execution_state") == "idle":
+                    break
+                continue
+            if status == "timeout" and msg_type == "error" and content.get("ename") == "KeyboardInterrupt":
+                continue  # replaced by the clearer note below
+            collector.add(msg_type, content)
+            if collector.total_chars > cfg.flood_chars and interrupted_at is None:
+                self._interrupt()
+                interrupted_at, status = time.monotonic(), "output_limit"
+        if status == "timeout":
+            collector.add_note(
+                "error",
+                "TimeoutError",
+                f"TimeoutError: the cell ran longer than {timeout:g}s and was interrupted.",
+                is_error=True,
+            )
+        elif status == "output_limit":
+            collector.add_note(
+                "error",
+                "OutputLimit",
+                f"OutputLimit: the cell printed over {cfg.flood_chars} characters and was stopped.",
+                is_error=True,
+            )
+        elif collector.n_errors:
+            status = "error"
+        return self._result(status, collector, started, restarted=False)
+
+    def _interrupt(self) -> None:
+        assert self._client is not None
+        msg = self._client.session.msg("interrupt_request", content={})
+        self._client.control_channel.send(msg)
+
+    def _after_kill(
+        self, collector: OutputCollector, started: float, status: str, code_timeout: float = 0
+    ) -> CellResult:
+        if status == "timeout":
+            why = (
+                f"TimeoutError: the cell ran longer than {code_timeout:g}s and did not stop when interrupted "
+                "(stuck in C code), so the kernel was restarted."
+            )
+        else:
+            code = self._proc.returncode if self._proc else None
+            why = f"KernelDied: the kernel process died (exit code {code}; out of memory or killed), so it was restarted."
+        why += " All variables and imports are lost; the tools and the notepad are restored."
+        collector.add_note("error", "KernelRestarted", why, is_error=True)
+        self.restart()
+        return self._result(status, collector, started, restarted=True)
+
+    def _result(
+        self, status: str, collector: OutputCollector, started: float, *, restarted: bool
+    ) -> CellResult:
+        outputs = collector.finish()
+        return CellResult(
+            status=status,
+            outputs=outputs,
+            text=format_outputs(outputs, limit=self.config.max_output_chars),
+            n_outputs=collector.n_outputs,
+            n_errors=collector.n_errors,
+            restarted=restarted,
+            duration_s=time.monotonic() - started,
+        )
+
+
+def _tail(path: str, n: int = 2000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - n, 0))
+            return fh.read().decode(errors="replace").strip() or "(no output)"
+    except OSError:
+        return "(no log)"
+
+
+__all__ = [
+    "HOME_IN_SANDBOX",
+    "CellResult",
+    "KernelConfig",
+    "KernelStartError",
+    "SandboxedKernel",
+    "resolve_sandbox",
+]
