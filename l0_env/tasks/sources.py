@@ -1,0 +1,180 @@
+"""Read QA tasks from the bundled HotpotQA sample, JSONL/Parquet files, or in-memory rows.
+
+Accepted row layouts (one mapping per task):
+
+- ours / HotpotQA-like: ``{"id", "question", "answers": [str, ...], "supporting_titles"?, ...}``
+- single answer: ``{"question", "answer": str}``
+- FlashRAG: ``{"id", "question", "golden_answers": [str, ...]}``
+
+Every other key with a non-null value goes into ``Task.metadata`` unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SPLITS = {"dev": "hotpotqa_dev.jsonl.gz", "train": "hotpotqa_train.jsonl.gz"}
+ANSWER_KEYS = ("answers", "golden_answers", "answer")
+_CORE_KEYS = frozenset({"id", "question", "supporting_titles", *ANSWER_KEYS})
+
+
+@dataclass(frozen=True)
+class Task:
+    """One question with its gold answers.
+
+    Attributes:
+        id: Unique id within its source.
+        question: The question text shown to the agent.
+        answers: Gold answers, never empty; ``answers[0]`` is the canonical one, the rest aliases.
+        supporting_titles: Titles of the gold passages, where the source has them.
+        metadata: Every other field of the source row (e.g. ``type``, ``level``).
+    """
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    supporting_titles: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        answers = (self.answers,) if isinstance(self.answers, str) else tuple(self.answers)
+        titles = (
+            (self.supporting_titles,)
+            if isinstance(self.supporting_titles, str)
+            else tuple(self.supporting_titles)
+        )
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"task {self.id!r}: question must be a non-empty string")
+        if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise ValueError(f"task {self.id!r}: answers must be a non-empty list of non-empty strings")
+        object.__setattr__(self, "answers", answers)
+        object.__setattr__(self, "supporting_titles", titles)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+
+def task_from_mapping(row: Mapping[str, Any], *, default_id: str) -> Task:
+    """Build a `Task` from one row; raise ValueError saying what is wrong with it.
+
+    Args:
+        row: A mapping with ``question`` and one of ``answers`` (list), ``golden_answers`` (list)
+            or ``answer`` (str or list). ``id`` and ``supporting_titles`` are optional.
+        default_id: The id to use when the row has none.
+    """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"expected a mapping (JSON object), got {type(row).__name__}")
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("missing or empty 'question' (a non-empty string is required)")
+    key = next((k for k in ANSWER_KEYS if row.get(k) is not None), None)
+    if key is None:
+        raise ValueError("no gold answer: expected 'answers' (list), 'golden_answers' (list) or 'answer'")
+    answers = _as_str_list(row[key], key)
+    if not answers:
+        raise ValueError(f"'{key}' is empty: every task needs at least one non-empty gold answer")
+    titles = _as_str_list(row.get("supporting_titles") or [], "supporting_titles")
+    raw_id = row.get("id")
+    task_id = default_id if raw_id is None or str(raw_id) == "" else str(raw_id)
+    # None values are dropped: Parquet fills a column that a row lacks with nulls.
+    metadata = {k: v for k, v in row.items() if k not in _CORE_KEYS and v is not None}
+    return Task(task_id, question, tuple(answers), tuple(titles), metadata)
+
+
+def _as_str_list(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    elif hasattr(value, "tolist"):  # numpy arrays from Parquet/pandas
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"'{key}' must be a string or a list of strings, got {type(value).__name__}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ValueError(f"'{key}' holds a {type(item).__name__}; expected strings")
+        text = str(item)
+        if not text.strip():
+            raise ValueError(f"'{key}' holds an empty string")
+        out.append(text)
+    return out
+
+
+def load_tasks(
+    source: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None, *, split: str = "dev"
+) -> list[Task]:
+    """Load QA tasks.
+
+    Args:
+        source: ``None`` for the bundled HotpotQA sample (see ``l0_env/data/NOTICE.md``); a path to
+            a ``.jsonl``/``.jsonl.gz``/``.json`` (JSON Lines) or ``.parquet`` file; or a sequence of
+            row mappings. Rows without an ``id`` get ``task-<row index>``.
+        split: Which bundled split when ``source`` is None: ``"dev"`` (1,245 questions) or
+            ``"train"`` (100).
+
+    Returns:
+        The tasks in source order.
+
+    Raises:
+        ValueError: Bad input; the message names the file and line (or row) at fault.
+        FileNotFoundError: The path does not exist.
+    """
+    if source is None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; bundled splits are {sorted(SPLITS)}")
+        return _load_file(DATA_DIR / SPLITS[split])
+    if isinstance(source, (str, os.PathLike)):
+        return _load_file(Path(source))
+    if isinstance(source, Mapping):
+        raise ValueError("source is a single mapping; pass a list of rows (e.g. [row])")
+    return _build(((i, row) for i, row in enumerate(source)), where=lambda i: f"row {i}")
+
+
+def _load_file(path: Path) -> list[Task]:
+    if not path.exists():
+        raise FileNotFoundError(f"task file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        rows = _iter_parquet(path)
+        return _build(rows, where=lambda i: f"{path}: row {i}")
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
+        return _build(_iter_jsonl(path), where=lambda i: f"{path}:{i + 1}")
+    raise ValueError(f"{path}: unknown task file extension; use .jsonl, .jsonl.gz (JSON Lines) or .parquet")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno + 1}: invalid JSON ({e.msg} at column {e.colno})") from e
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    yield from enumerate(table.to_pylist())
+
+
+def _build(rows: Iterator[tuple[int, Any]], where: Any) -> list[Task]:
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
+    for n, (pos, row) in enumerate(rows):
+        try:
+            task = task_from_mapping(row, default_id=f"task-{n}")
+        except ValueError as e:
+            raise ValueError(f"{where(pos)}: {e}") from None
+        if task.id in seen:
+            raise ValueError(f"{where(pos)}: duplicate task id {task.id!r} (first at {where(seen[task.id])})")
+        seen[task.id] = pos
+        tasks.append(task)
+    return tasks
