@@ -1,1 +1,20 @@
-"""L0 Gym environment package (no torch import anywhere in it)."""
+"""L0 Gym: L0's NB-Agent notebook environment for gymnasium (no torch import anywhere in it).
+
+``import l0_env`` registers ``L0Notebook-v0``::
+
+    import gymnasium as gym, l0_env
+    env = gym.make("L0Notebook-v0")
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from .notebook import NotebookEnv
+from .tasks import Task, load_tasks
+
+ENV_ID = "L0Notebook-v0"
+
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point="l0_env.notebook:NotebookEnv", nondeterministic=True)
+
+__all__ = ["ENV_ID", "NotebookEnv", "Task", "load_tasks"]
+__version__ = "0.1.0"

@@ -1,0 +1,450 @@
+"""``NotebookEnv``: L0's NB-Agent episode (Think → Code → Observe) as a gymnasium environment.
+
+Each action is text with one ``<think>`` and one ``<code>`` block. The code runs as a cell in a
+persistent, sandboxed IPython kernel where the tools are Python objects. The observation is the
+chat context for the policy's next turn. The episode ends when the agent calls
+``submit_final_answer`` (terminated) or runs out of steps or context (truncated).
+
+Rewards follow L0: the per-step rewards sum to ``0.8·qa + 0.1·mean(format) + 0.1·mean(code)``
+(see ``rewards.online_step_reward``); the raw per-step components are in
+``info["reward_components"]`` so a learner can re-allocate them as L0 does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+import gymnasium as gym
+
+from . import rewards as R
+from .actions import ParsedAction, format_help, parse_action
+from .context import StepRecord, ToolDoc, approx_token_count, build_system_prompt, render_context
+from .kernel.bridge import ToolCallError
+from .kernel.pool import KernelPool
+from .kernel.sandbox import SandboxLimits
+from .kernel.session import CellResult, KernelConfig, SandboxedKernel
+from .recording import EpisodeLog, StepLog, save_notebook
+from .spaces import ChatSpace, TextSpace
+from .tasks import Task, load_tasks, task_from_mapping
+from .tools.bm25 import BM25Search
+from .tools.pages import format_page
+from .tools.search import PageNotFound, SearchBackend
+
+TOOL_DOCS = (
+    ToolDoc(
+        "web_search",
+        "web_search(query, k=5)",
+        'search the corpus; returns a list of up to k hits, each a dict {"id", "title", "snippet"}, best first',
+    ),
+    ToolDoc(
+        "open_page",
+        "open_page(doc_id, page=1)",
+        "the full text of a hit (pass its 'id'); long pages come in parts (page=2, 3, ...)",
+    ),
+    ToolDoc(
+        "submit_final_answer",
+        "submit_final_answer(answer)",
+        "submit your short final answer; ends the episode",
+    ),
+)
+DEFAULT_TOOL_BUDGETS = {"web_search": 20, "open_page": 40}
+MAX_QUERY_CHARS = 1_000
+MAX_K = 20
+
+_backend_cache: dict[tuple[str, str], SearchBackend] = {}
+_backend_lock = threading.Lock()
+
+
+def shared_bm25(corpus: str | None, cache_dir: str | None = None) -> SearchBackend:
+    """One BM25 index per corpus per process, shared by every env (it is thread-safe)."""
+    key = (str(corpus), str(cache_dir))
+    with _backend_lock:
+        if key not in _backend_cache:
+            _backend_cache[key] = BM25Search.from_corpus(corpus, cache_dir=cache_dir)
+        return _backend_cache[key]
+
+
+class NotebookEnv(gym.Env[list, str]):
+    """The NB-Agent notebook environment.
+
+    Args:
+        tasks: None for the bundled HotpotQA sample (``split``), a JSONL/Parquet path, or a list of
+            dicts with ``question`` and ``answers``.
+        split: which bundled split when ``tasks`` is None ("dev" or "train").
+        corpus: passage file for the default BM25 search (None: the bundled HotpotQA passages).
+        search: a ``SearchBackend`` to use instead of BM25 over ``corpus``.
+        max_steps: steps per episode before truncation.
+        cell_timeout: seconds a cell may run.
+        sandbox: "auto", "bwrap" or "none" (see ``KernelConfig``).
+        max_context_tokens: budget of the rendered context; older steps are dropped past it.
+        max_action_chars: longer actions are cut (the agent is told).
+        max_output_chars: characters of a cell's output shown to the agent.
+        tool_budgets: per-episode call limits, e.g. ``{"web_search": 20, "open_page": 40}``.
+        reward_weights: L0's weights by default.
+        limits: sandbox resource limits.
+        pool_size: warm kernels kept ready (0: start at reset).
+        kernel_pool: share a pool between envs (the env then does not close it).
+        count_tokens: token counter for the context budget (default: ~4 characters per token).
+        render_mode: None or "ansi".
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        *,
+        tasks: str | Sequence[Mapping[str, Any]] | None = None,
+        split: str = "dev",
+        corpus: str | None = None,
+        search: SearchBackend | None = None,
+        max_steps: int = 12,
+        cell_timeout: float = 30.0,
+        sandbox: str = "auto",
+        max_context_tokens: int = 16_000,
+        max_action_chars: int = 32_000,
+        max_output_chars: int = 4_000,
+        tool_budgets: Mapping[str, int] | None = None,
+        reward_weights: R.RewardWeights | None = None,
+        limits: SandboxLimits | None = None,
+        pool_size: int = 1,
+        kernel_pool: KernelPool | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.tasks: list[Task] = load_tasks(tasks, split=split)
+        if not self.tasks:
+            raise ValueError("no tasks: the task source is empty")
+        self.kernel_config = KernelConfig(
+            sandbox=sandbox,  # type: ignore[arg-type]
+            limits=limits or SandboxLimits(),
+            cell_timeout=cell_timeout,
+            max_output_chars=max_output_chars,
+        )
+        self.max_steps = max_steps
+        self.max_context_tokens = max_context_tokens
+        self.max_action_chars = max_action_chars
+        self.tool_budgets = dict(DEFAULT_TOOL_BUDGETS if tool_budgets is None else tool_budgets)
+        self.reward_weights = reward_weights or R.RewardWeights()
+        self.count_tokens = count_tokens or approx_token_count
+        self.render_mode = render_mode
+        self._corpus = corpus
+        self._search = search
+        self._pool = kernel_pool
+        self._owns_pool = kernel_pool is None
+        self._pool_size = pool_size
+        self.action_space = TextSpace(max_length=max_action_chars * 4)
+        self.observation_space = ChatSpace()
+        self.system_prompt = build_system_prompt(TOOL_DOCS, max_steps=max_steps)
+        self._kernel: SandboxedKernel | None = None
+        self._episode: EpisodeLog | None = None
+        self._task: Task | None = None
+        self._done = True
+        self._closed = False
+        self._step_tool_calls: list[dict[str, Any]] = []
+        self._tool_counts: dict[str, int] = {}
+        self._answer: str | None = None
+        self._history: list[StepRecord] = []
+
+    # -- the search backend and kernels start lazily: gymnasium builds throwaway envs to read spaces
+
+    @property
+    def search(self) -> SearchBackend:
+        if self._search is None:
+            self._search = shared_bm25(self._corpus)
+        return self._search
+
+    def _acquire_kernel(self) -> SandboxedKernel:
+        if self._pool is None:
+            self._pool = KernelPool(self.kernel_config, size=self._pool_size)
+        return self._pool.acquire()
+
+    # -- gymnasium API -----------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[list, dict[str, Any]]:
+        super().reset(seed=seed)
+        if self._closed:
+            raise RuntimeError("the environment is closed")
+        options = options or {}
+        if "task" in options:
+            task = options["task"]
+            self._task = task if isinstance(task, Task) else task_from_mapping(task, default_id="task-option")
+        elif "task_index" in options:
+            self._task = self.tasks[int(options["task_index"]) % len(self.tasks)]
+        else:
+            self._task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        _ = self.search  # build/load the index before the first tool call, not during it
+        self._release_kernel()
+        self._kernel = self._acquire_kernel()
+        self._kernel.tool_handler = self._handle_tool
+        self._history = []
+        self._tool_counts = {}
+        self._answer = None
+        self._done = False
+        self._episode = EpisodeLog(task=_task_dict(self._task), system_prompt=self.system_prompt)
+        rendered = self._render()
+        info = {"task": _task_dict(self._task), "step": 0, "n_context_tokens": rendered.n_tokens}
+        return rendered.messages, info
+
+    def step(self, action: Any) -> tuple[list, float, bool, bool, dict[str, Any]]:
+        if self._done or self._kernel is None or self._episode is None or self._task is None:
+            raise RuntimeError("call reset() first: the episode has not started or has ended")
+        started = time.monotonic()
+        text, cut_note = self._coerce_action(action)
+        parsed = parse_action(text)
+        self._step_tool_calls = []
+        cell: CellResult | None = None
+        if parsed.code is not None and parsed.code.strip():
+            cell = self._kernel.execute(parsed.code)
+        t = len(self._episode.steps) + 1
+        fmt = R.format_reward(parsed)
+        code_r = R.code_execution_reward(cell.n_outputs, cell.n_errors) if cell else 0.0
+        observation = self._observation(parsed, cell, cut_note)
+        terminated = self._answer is not None
+        truncated = not terminated and t >= self.max_steps
+        formats = [s.reward_components["format"] for s in self._episode.steps] + [fmt]
+        codes = [s.reward_components["code"] for s in self._episode.steps] + [code_r]
+        components: dict[str, Any] = {"format": fmt, "code": code_r, "qa": None}
+        self._history.append(StepRecord(action=text, observation=observation))
+        rendered = self._render()
+        if not (terminated or truncated) and rendered.n_tokens >= self.max_context_tokens:
+            truncated = True  # even the trimmed context no longer fits: stop rather than loop
+        qa = None
+        if terminated or truncated:
+            qa = self.reward_weights.qa_reward(self._answer, self._task.answers)
+            components.update(
+                qa=qa,
+                em=R.exact_match(self._answer, self._task.answers),
+                f1=R.f1_score(self._answer, self._task.answers),
+                has_answer=R.has_answer(self._answer),
+            )
+        reward = R.online_step_reward(t, formats, codes, qa, self.reward_weights)
+        notepad = copy.deepcopy(self._kernel.notepad_state)
+        step_log = StepLog(
+            index=t,
+            action=text,
+            think=parsed.think,
+            code=parsed.code,
+            problems=list(parsed.problems),
+            observation=observation,
+            outputs=list(cell.outputs) if cell else [],
+            cell_status=cell.status if cell else None,
+            reward=reward,
+            reward_components=components,
+            tool_calls=list(self._step_tool_calls),
+            notepad=notepad,
+            duration_s=time.monotonic() - started,
+        )
+        self._episode.steps.append(step_log)
+        self._episode.total_reward += reward
+        if terminated or truncated:
+            self._finish_episode(terminated, truncated, components)
+        info = {
+            "step": t,
+            "reward_components": dict(components),
+            "think": parsed.think,
+            "code": parsed.code,
+            "format_problems": list(parsed.problems),
+            "cell_status": cell.status if cell else None,
+            "cell_outputs": [o.to_dict() for o in cell.outputs] if cell else [],
+            "kernel_restarted": bool(cell and cell.restarted),
+            "notepad": copy.deepcopy(notepad),
+            "final_answer": self._answer,
+            "tool_calls": list(self._step_tool_calls),
+            "timings": {"step_s": step_log.duration_s, "cell_s": cell.duration_s if cell else 0.0},
+            "n_context_tokens": rendered.n_tokens,
+            "n_dropped_steps": rendered.n_dropped_steps,
+            "task": _task_dict(self._task),
+        }
+        if terminated or truncated:
+            info["episode"] = dict(self._episode.metrics)
+        return rendered.messages, float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._episode is None:
+            return None
+        if not self._episode.steps:
+            return f"Task: {self._episode.task['question']}"
+        last = self._episode.steps[-1]
+        return f"Step {last.index}\n{last.action}\n--- observation ---\n{last.observation}"
+
+    def close(self) -> None:
+        """Kill this env's kernels (and its pool's warm ones). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._done = True
+        self._release_kernel()
+        if self._pool is not None and self._owns_pool:
+            self._pool.close()
+        super().close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- recording -----------------------------------------------------------------------------
+
+    @property
+    def episode(self) -> EpisodeLog | None:
+        """The current (or last) episode's full record."""
+        return self._episode
+
+    def save_notebook(self, path: str) -> str:
+        """Write the current (or last) episode as an ``.ipynb`` notebook; returns the path."""
+        if self._episode is None:
+            raise RuntimeError("no episode to save: call reset() and step() first")
+        return str(save_notebook(self._episode, path))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _release_kernel(self) -> None:
+        if self._kernel is not None:
+            self._kernel.tool_handler = None
+            self._kernel.close()
+            self._kernel = None
+
+    def _coerce_action(self, action: Any) -> tuple[str, str | None]:
+        if isinstance(action, bytes):
+            action = action.decode("utf-8", errors="replace")
+        elif not isinstance(action, str):
+            action = "" if action is None else str(action)
+        action = action.replace("\x00", "")
+        if len(action) > self.max_action_chars:
+            note = (
+                f"Your reply was {len(action)} characters; only the first {self.max_action_chars} were read."
+            )
+            return action[: self.max_action_chars], note
+        return action, None
+
+    def _observation(self, parsed: ParsedAction, cell: CellResult | None, cut_note: str | None) -> str:
+        notes = [cut_note] if cut_note else []
+        if parsed.problems:
+            notes.append("Format problems: " + "; ".join(parsed.problems) + ".")
+        if cell is None:
+            notes.append("No code was run. " + format_help())
+            return "\n".join(notes)
+        text = cell.text
+        if self._answer is not None:
+            text += f"\n\nFinal answer submitted: {self._answer!r}. The episode is over."
+        return "\n".join([*notes, text]) if notes else text
+
+    def _render(self):
+        assert self._task is not None
+        steps_left = self.max_steps - len(self._history)
+        return render_context(
+            system=self.system_prompt,
+            task=f"Question: {self._task.question}",
+            history=self._history,
+            notepad=self._kernel.notepad_state if self._kernel else {},
+            steps_left=steps_left,
+            max_context_tokens=self.max_context_tokens,
+            count_tokens=self.count_tokens,
+        )
+
+    def _finish_episode(self, terminated: bool, truncated: bool, components: dict[str, Any]) -> None:
+        assert self._episode is not None
+        self._done = True
+        ep = self._episode
+        ep.final_answer, ep.terminated, ep.truncated = self._answer, terminated, truncated
+        n = len(ep.steps)
+        ep.metrics = {
+            "return": ep.total_reward,
+            "length": n,
+            "em": components["em"],
+            "f1": components["f1"],
+            "has_answer": components["has_answer"],
+            "format_mean": sum(s.reward_components["format"] for s in ep.steps) / n,
+            "code_mean": sum(s.reward_components["code"] for s in ep.steps) / n,
+            "tool_calls": dict(self._tool_counts),
+        }
+        if self._kernel is not None:
+            self._kernel.tool_handler = None  # no tool calls after the episode
+
+    # -- tools (run on the host, in the bridge thread, while step() waits for the cell) ----------
+
+    def _handle_tool(self, op: str, args: dict[str, Any]) -> Any:
+        started = time.monotonic()
+        record: dict[str, Any] = {"tool": op, "args": _short_args(args)}
+        try:
+            result = self._dispatch_tool(op, args)
+            record["ok"] = True
+            return result
+        except ToolCallError as exc:
+            record.update(ok=False, error=f"{exc.kind}: {exc.message}")
+            raise
+        finally:
+            record["elapsed_s"] = round(time.monotonic() - started, 6)
+            self._step_tool_calls.append(record)
+
+    def _spend(self, op: str) -> None:
+        budget = self.tool_budgets.get(op)
+        used = self._tool_counts.get(op, 0)
+        if budget is not None and used >= budget:
+            raise ToolCallError(
+                "BudgetExhausted",
+                f"{op} budget spent ({budget} calls this episode); answer with what you have",
+            )
+        self._tool_counts[op] = used + 1
+
+    def _dispatch_tool(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "web_search":
+            query, k = args.get("query"), args.get("k", 5)
+            if not isinstance(query, str):
+                raise ToolCallError("TypeError", f"query must be a str, got {type(query).__name__}")
+            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+                raise ToolCallError("ValueError", f"k must be an int from 1 to {MAX_K}, got {k!r}")
+            if len(query) > MAX_QUERY_CHARS:
+                raise ToolCallError(
+                    "ValueError", f"query is {len(query)} characters; at most {MAX_QUERY_CHARS}"
+                )
+            self._spend(op)
+            hits = self.search.search([query], k=k)[0]
+            return [{"id": h.doc_id, "title": h.title, "snippet": h.snippet} for h in hits]
+        if op == "open_page":
+            doc_id, page = args.get("doc_id"), args.get("page", 1)
+            if not isinstance(doc_id, str):
+                raise ToolCallError("TypeError", f"doc_id must be a str, got {type(doc_id).__name__}")
+            if not isinstance(page, int) or isinstance(page, bool):
+                raise ToolCallError("TypeError", f"page must be an int, got {type(page).__name__}")
+            self._spend(op)
+            try:
+                return format_page(self.search.get(doc_id), page_no=page)
+            except PageNotFound:
+                raise ToolCallError(
+                    "LookupError", f"no page with id {doc_id!r}; use an 'id' from web_search results"
+                ) from None
+            except ValueError as exc:
+                raise ToolCallError("ValueError", str(exc)) from None
+        if op == "submit_final_answer":
+            answer = args.get("answer")
+            if not isinstance(answer, str):
+                raise ToolCallError("TypeError", f"answer must be a str, got {type(answer).__name__}")
+            if self._answer is not None:
+                raise ToolCallError("ToolError", f"an answer was already submitted: {self._answer!r}")
+            self._answer = answer.strip()[:1000]
+            return f"submitted: {self._answer!r}"
+        raise ToolCallError("ToolError", f"unknown tool {op!r}")
+
+
+def _task_dict(task: Task) -> dict[str, Any]:
+    data = asdict(task)
+    data["answers"] = list(task.answers)
+    data["supporting_titles"] = list(task.supporting_titles)
+    data["metadata"] = dict(task.metadata)
+    return data
+
+
+def _short_args(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v) for k, v in args.items()}

@@ -1,0 +1,145 @@
+"""Episode records and their export: a real ``.ipynb`` notebook and a JSON-lines trajectory.
+
+Files are written atomically (temp file in the same directory, then ``os.replace``) so a crash
+never leaves a half-written notebook or log line behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import v4
+
+from .kernel.outputs import CellOutput
+
+
+@dataclass
+class StepLog:
+    """Everything about one step of an episode."""
+
+    index: int
+    action: str
+    think: str | None
+    code: str | None
+    problems: list[str]
+    observation: str
+    outputs: list[CellOutput]
+    cell_status: str | None
+    reward: float
+    reward_components: dict[str, Any]
+    tool_calls: list[dict[str, Any]]
+    notepad: dict[str, Any]
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outputs"] = [o.to_dict() for o in self.outputs]
+        return data
+
+
+@dataclass
+class EpisodeLog:
+    """One episode: the task, its steps and how it ended."""
+
+    task: dict[str, Any]
+    system_prompt: str
+    steps: list[StepLog] = field(default_factory=list)
+    final_answer: str | None = None
+    terminated: bool = False
+    truncated: bool = False
+    total_reward: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = [s.to_dict() for s in self.steps]
+        return data
+
+
+def _nb_output(out: CellOutput, execution_count: int) -> Any:
+    if out.kind == "stream":
+        return v4.new_output(
+            "stream", name=out.name if out.name in ("stdout", "stderr") else "stdout", text=out.text
+        )
+    if out.kind == "result":
+        return v4.new_output("execute_result", data={"text/plain": out.text}, execution_count=execution_count)
+    if out.kind == "display":
+        return v4.new_output("display_data", data={"text/plain": out.text})
+    text = out.text.splitlines() or [out.name]
+    return v4.new_output("error", ename=out.name, evalue=text[-1], traceback=text)
+
+
+def episode_to_notebook(episode: EpisodeLog) -> nbformat.NotebookNode:
+    """The episode as a notebook: the task, then per step a markdown think and a code cell."""
+    task = episode.task
+    cells = [v4.new_markdown_cell(f"# Task\n\n{task.get('question', '')}")]
+    for step in episode.steps:
+        think = step.think if step.think is not None else "*(no think block)*"
+        md = f"**Step {step.index}** — reward {step.reward:+.4f}\n\n{think}"
+        if step.problems:
+            md += "\n\n> format problems: " + "; ".join(step.problems)
+        cells.append(v4.new_markdown_cell(md))
+        if step.code is None:
+            continue
+        cell = v4.new_code_cell(step.code, execution_count=step.index)
+        cell.outputs = [_nb_output(o, step.index) for o in step.outputs]
+        cells.append(cell)
+    ending = "submitted" if episode.final_answer is not None else "no answer"
+    summary = (
+        f"# Result\n\nFinal answer: `{episode.final_answer}` ({ending}); gold: "
+        f"{', '.join(f'`{a}`' for a in task.get('answers', []))}\n\n"
+        f"Total reward {episode.total_reward:.4f}; metrics {json.dumps(episode.metrics)}"
+    )
+    cells.append(v4.new_markdown_cell(summary))
+    nb = v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["l0"] = {
+        "task": task,
+        "final_answer": episode.final_answer,
+        "terminated": episode.terminated,
+        "truncated": episode.truncated,
+        "total_reward": episode.total_reward,
+        "metrics": episode.metrics,
+        "system_prompt": episode.system_prompt,
+    }
+    nbformat.validate(nb)
+    return nb
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_notebook(episode: EpisodeLog, path: str | os.PathLike[str]) -> Path:
+    """Write the episode as an ``.ipynb`` file that Jupyter opens."""
+    return atomic_write_text(path, nbformat.writes(episode_to_notebook(episode)))
+
+
+def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one JSON line; a single ``write`` of a whole line, so lines are never interleaved."""
+    line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
