@@ -8,6 +8,7 @@
 
 from gymnasium.envs.registration import register, registry
 
+from .checker import check_l0_env
 from .notebook import NotebookEnv
 from .tasks import Task, load_tasks
 
@@ -16,5 +17,5 @@ ENV_ID = "L0Notebook-v0"
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="l0_env.notebook:NotebookEnv", nondeterministic=True)
 
-__all__ = ["ENV_ID", "NotebookEnv", "Task", "load_tasks"]
+__all__ = ["ENV_ID", "NotebookEnv", "Task", "check_l0_env", "load_tasks"]
 __version__ = "0.1.0"

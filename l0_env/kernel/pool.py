@@ -11,6 +11,8 @@ import logging
 import threading
 from collections import deque
 
+from jupyter_core.utils import ensure_event_loop
+
 from .session import KernelConfig, SandboxedKernel, resolve_sandbox
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,9 @@ class KernelPool:
             self._lock.notify_all()
         if kernel is not None:
             kernel.close()  # the pool closed while it was starting
+        # jupyter_client's blocking calls made an event loop for this thread; it ends now.
+        with contextlib.suppress(Exception):
+            ensure_event_loop().close()
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """Block until the pool is full (for benchmarks and tests)."""
