@@ -140,10 +140,16 @@ class OutputCollector:
         if rest:
             self._tail.append(CellOutput(item.kind, item.name, rest))
             self._tail_len += len(rest)
-            while self._tail and self._tail_len - len(self._tail[0].text) >= self.tail_chars:
-                gone = self._tail.popleft()
-                self._tail_len -= len(gone.text)
-                self.dropped_chars += len(gone.text)
+            # Cut from the front, inside an item when needed: one 50 MB chunk must not stay whole.
+            while self._tail_len > self.tail_chars:
+                first, excess = self._tail[0], self._tail_len - self.tail_chars
+                if len(first.text) <= excess:
+                    self._tail.popleft()
+                    excess = len(first.text)
+                else:
+                    self._tail[0] = CellOutput(first.kind, first.name, first.text[excess:])
+                self._tail_len -= excess
+                self.dropped_chars += excess
 
     def finish(self) -> list[CellOutput]:
         """The outputs in order, with the dropped middle marked and host notes last."""

@@ -7,8 +7,8 @@ What the sandbox does:
 
 * bubblewrap with every namespace unshared (no network at all, own PID/IPC/UTS/cgroup
   namespaces), ``--die-with-parent``, ``--new-session`` (no TIOCSTI into the host terminal);
-* a read-only view of the system (``/usr``, the Python installation and the directories on
-  ``sys.path``) and nothing else of the host: not ``/root``, ``/home``, the project or the host's
+* a read-only view of the system (``/usr``, the Python installation and its site-packages)
+  and nothing else of the host: not ``/root``, ``/home``, the project or the host's
   ``/tmp``;
 * a private writable home (``/home/agent``, the cwd) and ``/tmp``, both size-limited tmpfs that
   vanish with the kernel;
@@ -33,6 +33,7 @@ import fcntl
 import os
 import resource
 import shutil
+import site
 import sys
 import sysconfig
 from collections.abc import Sequence
@@ -108,10 +109,14 @@ class UidLease:
 
 
 def _python_roots() -> list[str]:
-    """Directories the kernel's Python needs to see, read-only: installation, venv, sys.path."""
+    """Directories the kernel's Python needs to see, read-only: installation, venv, site-packages.
+
+    Not the rest of ``sys.path``: it holds the host script's directory (pytest puts the project
+    root there), which would expose the project and anything next to it (``.env`` files).
+    """
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates += [sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
-    candidates += [p for p in sys.path if p and os.path.isabs(p)]
+    candidates += site.getsitepackages()
     roots: list[str] = []
     for path in sorted({os.path.realpath(p) for p in candidates} | set(candidates), key=len):
         if not os.path.exists(path) or path.startswith("/usr/"):

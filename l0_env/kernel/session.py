@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import zmq
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from . import launcher
 from .bridge import Handler, ToolBridge, ToolCallError
 from .outputs import CellOutput, OutputCollector, format_outputs
 from .sandbox import (
@@ -50,6 +52,44 @@ SandboxMode = Literal["auto", "bwrap", "none"]
 _IN_KERNEL_SOURCE = (Path(__file__).with_name("in_kernel.py")).read_text(encoding="utf-8")
 _bwrap_problem: str | bool | None = False  # False: not checked yet
 _bwrap_lock = threading.Lock()
+# A kernel can send one huge message (up to its memory limit) that jupyter_client would decode in
+# full, several times over, in host memory: zmq drops the connection for anything larger.
+MAX_MESSAGE_BYTES = 64 << 20
+KERNEL_LOG_TAIL_BYTES = 8192
+_zmq_context: zmq.Context | None = None
+_zmq_context_pid = -1
+
+
+def _client_context() -> zmq.Context:
+    global _zmq_context, _zmq_context_pid
+    with _bwrap_lock:
+        if _zmq_context is None or _zmq_context_pid != os.getpid():  # zmq contexts do not survive fork
+            _zmq_context, _zmq_context_pid = zmq.Context(), os.getpid()
+            _zmq_context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # default for new sockets
+        return _zmq_context
+
+
+class _OutputTail:
+    """Reads the kernel's stdout+stderr from a pipe and keeps only the last bytes (for errors).
+
+    A file on the host would let the sandbox write ``max_file_bytes`` of host disk through fd 1.
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+        self._buf = bytearray()
+        self._thread = threading.Thread(target=self._read, name="l0-kernel-log", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError), self._pipe:
+            while chunk := self._pipe.read1(65536):
+                self._buf += chunk
+                del self._buf[:-KERNEL_LOG_TAIL_BYTES]
+
+    def text(self, wait: float = 0.0) -> str:
+        self._thread.join(timeout=wait)  # on a failed start: let the reader reach EOF first
+        return bytes(self._buf).decode(errors="replace").strip() or "(no output)"
 
 
 class KernelStartError(RuntimeError):
@@ -160,6 +200,7 @@ class SandboxedKernel:
         self._proc: subprocess.Popen | None = None
         self._client: BlockingKernelClient | None = None
         self._workdir: str | None = None
+        self._log: _OutputTail | None = None
         self._closed = False
         self.restarts = 0
         try:
@@ -203,50 +244,75 @@ class SandboxedKernel:
             self._workdir = tempfile.mkdtemp(prefix="l0-work-")
             argv, cwd = command, self._workdir
         env = kernel_environment({"HOME": self._workdir}) if not self.sandboxed else None
-        log_path = os.path.join(self.runtime_dir, "kernel.log")
-        with open(log_path, "wb") as log_file:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env if env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                preexec_fn=self.config.limits.apply,
-                start_new_session=True,
-            )
-        client = BlockingKernelClient()
+        self._proc = launcher.spawn(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env if env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            preexec_fn=self.config.limits.apply,
+            start_new_session=True,
+        )
+        self._log = _OutputTail(self._proc.stdout)
+        client = BlockingKernelClient(context=_client_context())
         client.load_connection_file(conn_file)
         client.start_channels()
         self._client = client
-        self._wait_ready(log_path)
+        self._wait_ready()
         if uid is not None:
-            # Sockets exist now: take the directory back so the sandbox cannot fill host disk.
+            # Sockets exist now: take the directory and the connection file (read once, at start)
+            # back, so the sandbox cannot write host disk.
+            os.chown(conn_file, 0, 0)
             os.chown(self.runtime_dir, 0, 0)
             os.chmod(self.runtime_dir, 0o711)
         self._install_tools()
 
-    def _wait_ready(self, log_path: str) -> None:
-        assert self._client is not None and self._proc is not None
+    def _wait_ready(self) -> None:
+        assert self._client is not None and self._proc is not None and self._log is not None
         deadline = time.monotonic() + self.config.startup_timeout
         msg_id = self._client.kernel_info()
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise KernelStartError(f"kernel exited with code {self._proc.returncode}: {_tail(log_path)}")
+                detail = self._log.text(wait=2.0)
+                raise KernelStartError(f"kernel exited with code {self._proc.returncode}: {detail}")
             try:
                 reply = self._client.get_shell_msg(timeout=0.2)
             except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        else:
+            raise KernelStartError(
+                f"kernel not ready after {self.config.startup_timeout}s: {self._log.text()}"
+            )
+        # The shell reply does not prove the iopub subscription is live (zmq's slow joiner): a
+        # cell's messages published before it would be lost and the cell would hang to its
+        # timeout. Ask again until a status message arrives on iopub.
+        while time.monotonic() < deadline:
+            try:
+                msg = self._client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                if self._proc.poll() is not None:
+                    break
+                self._client.kernel_info()
+                continue
+            if msg["msg_type"] == "status":
                 self._drain_iopub()
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        self._client.get_shell_msg(timeout=0.05)
                 return
-        raise KernelStartError(f"kernel not ready after {self.config.startup_timeout}s: {_tail(log_path)}")
+        raise KernelStartError(
+            f"kernel iopub not connected after {self.config.startup_timeout}s: {self._log.text()}"
+        )
 
     def _drain_iopub(self) -> None:
+        """Drop queued messages of earlier cells without waiting (``_run`` filters by msg_id too)."""
         assert self._client is not None
         with contextlib.suppress(queue.Empty):
             while True:
-                self._client.get_iopub_msg(timeout=0.05)
+                self._client.get_iopub_msg(timeout=0)
 
     def _install_tools(self) -> None:
         bridge_path = self.bridge.path
@@ -427,16 +493,6 @@ class SandboxedKernel:
             restarted=restarted,
             duration_s=time.monotonic() - started,
         )
-
-
-def _tail(path: str, n: int = 2000) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(fh.tell() - n, 0))
-            return fh.read().decode(errors="replace").strip() or "(no output)"
-    except OSError:
-        return "(no log)"
 
 
 __all__ = [

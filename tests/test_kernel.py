@@ -1,0 +1,156 @@
+"""SandboxedKernel and KernelPool for real: bubblewrap, ipykernel, the tool bridge."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from l0_env.kernel import sandbox, session
+from l0_env.kernel.pool import KernelPool
+from l0_env.kernel.sandbox import SandboxUnavailable, check_bwrap
+from l0_env.kernel.session import KernelConfig, SandboxedKernel
+
+needs_bwrap = pytest.mark.skipif(check_bwrap() is not None, reason="bubblewrap unavailable")
+CONFIG = KernelConfig(sandbox="bwrap", cell_timeout=2.0, interrupt_grace=1.5, max_output_chars=1_000)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[SandboxedKernel]:
+    if check_bwrap() is not None:
+        pytest.skip("bubblewrap unavailable")
+    k = SandboxedKernel(CONFIG)
+    yield k
+    k.close()
+
+
+@needs_bwrap
+def test_state_persists_across_cells(kernel):
+    assert kernel.execute("value = 20 + 1").status == "ok"
+    result = kernel.execute("print(value * 2)")
+    assert result.status == "ok" and result.text == "42"
+
+
+@needs_bwrap
+def test_output_kinds(kernel):
+    result = kernel.execute(
+        "import sys\nfrom IPython.display import display\n"
+        "print('out'); print('err', file=sys.stderr)\ndisplay('shown')\n'result'"
+    )
+    kinds = [(o.kind, o.name) for o in result.outputs]
+    assert kinds == [("stream", "stdout"), ("stream", "stderr"), ("display", "display"), ("result", "result")]
+    assert result.text == "out\n[stderr]\nerr\n'shown'\n'result'"
+    assert result.n_outputs == 4 and result.n_errors == 0
+
+
+@needs_bwrap
+def test_error_is_clean(kernel):
+    result = kernel.execute("def f():\n    return 1 / 0\nf()")
+    assert result.status == "error" and result.n_errors == 1
+    assert "\x1b" not in result.text
+    assert "ZeroDivisionError: division by zero" in result.text
+    assert "site-packages/IPython" not in result.text
+    assert "return 1 / 0" in result.text
+
+
+@needs_bwrap
+def test_output_truncated_head_and_tail(kernel):
+    result = kernel.execute("for i in range(5000):\n    print(f'line{i}')")
+    assert len(result.text) <= CONFIG.max_output_chars + 100
+    assert result.text.startswith("line0\n")
+    assert result.text.rstrip().endswith("line4999")
+    assert "characters" in result.text and "cut" in result.text
+
+
+@needs_bwrap
+def test_timeout_interrupts_and_keeps_state(kernel):
+    kernel.execute("kept = 'yes'")
+    started = time.monotonic()
+    result = kernel.execute("import time\nwhile True:\n    time.sleep(0.05)")
+    assert time.monotonic() - started < CONFIG.cell_timeout + CONFIG.interrupt_grace + 1
+    assert result.status == "timeout" and not result.restarted
+    assert "TimeoutError" in result.text and "KeyboardInterrupt" not in result.text
+    assert kernel.execute("print(kept)").text == "yes"
+
+
+@needs_bwrap
+def test_stuck_c_code_restarts(kernel):
+    kernel.execute("lost = 1\nnotepad.write_draft('draft survives')")
+    restarts = kernel.restarts
+    result = kernel.execute("sum(range(10**12))")
+    assert result.status == "timeout" and result.restarted
+    assert kernel.restarts == restarts + 1
+    assert "restarted" in result.text
+    assert "NameError" in kernel.execute("lost").text
+    assert kernel.execute("print(notepad.draft)").text == "draft survives"
+
+
+@needs_bwrap
+def test_death_restarts_and_restores_notepad(kernel):
+    kernel.execute("notepad.add_fact('k', 'v')\nnotepad.add_todo('t', 'doing')")
+    assert kernel.notepad_state["facts"] == {"k": "v"}
+    result = kernel.execute("import os\nos._exit(7)")
+    assert result.status == "died" and result.restarted
+    assert "exit code 7" in result.text
+    check = "print(notepad.facts == {'k': 'v'} and notepad.plan == [{'text': 't', 'status': 'doing'}])"
+    assert kernel.execute(check).text == "True"
+    assert kernel.is_alive()
+
+
+@needs_bwrap
+def test_notepad_pushed_after_a_failing_cell(kernel):
+    result = kernel.execute("notepad.add_fact('before_error', 'x')\nraise ValueError('boom')")
+    assert result.status == "error"
+    assert kernel.notepad_state["facts"]["before_error"] == "x"
+
+
+@needs_bwrap
+def test_tools_without_an_episode_raise_tool_error(kernel):
+    kernel.tool_handler = None
+    result = kernel.execute("web_search('x')")
+    assert result.status == "error" and "ToolError" in result.text and "no episode" in result.text
+
+
+def test_sandbox_none_runs():
+    with SandboxedKernel(KernelConfig(sandbox="none", cell_timeout=5)) as k:
+        assert not k.sandboxed
+        assert k.execute("x = 3\nprint(x * 3)").text == "9"
+        assert k.execute("notepad.add_fact('a', 'b')").status == "ok"
+        assert k.notepad_state["facts"] == {"a": "b"}
+
+
+def test_missing_bwrap_is_refused(monkeypatch):
+    monkeypatch.setattr(session, "_bwrap_problem", False)  # force a fresh check
+    monkeypatch.setattr(sandbox.shutil, "which", lambda *_a, **_k: None)
+    with pytest.raises(SandboxUnavailable, match="not found"):
+        SandboxedKernel(KernelConfig(sandbox="bwrap"))
+    monkeypatch.setattr(session, "_bwrap_problem", False)
+    with pytest.warns(RuntimeWarning, match="WITHOUT A SANDBOX"):
+        assert session.resolve_sandbox("auto") is False
+
+
+@needs_bwrap
+def test_pool_hands_out_distinct_ready_kernels():
+    pool = KernelPool(CONFIG, size=2)
+    kernels = []
+    try:
+        pool.refill()
+        assert pool.wait_ready(timeout=60)
+        kernels = [pool.acquire(), pool.acquire()]
+        assert kernels[0] is not kernels[1] and kernels[0].pid != kernels[1].pid
+        assert kernels[0].runtime_dir != kernels[1].runtime_dir
+        for i, k in enumerate(kernels):
+            assert k.is_alive()
+            assert k.execute(f"print({i})").text == str(i)
+    finally:
+        pool.close()
+        for k in kernels:
+            k.close()
+    assert pool.n_ready == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.acquire()
+    for k in kernels:
+        assert not k.is_alive()
+        assert not shutil.os.path.exists(k.runtime_dir)
