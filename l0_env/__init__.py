@@ -10,12 +10,37 @@ from gymnasium.envs.registration import register, registry
 
 from .checker import check_l0_env
 from .notebook import NotebookEnv
+from .spaces import ChatSpace, TextSpace, refuse_shared_memory
 from .tasks import Task, load_tasks
 
 ENV_ID = "L0Notebook-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="l0_env.notebook:NotebookEnv", nondeterministic=True)
+    register(
+        id=ENV_ID,
+        entry_point="l0_env.notebook:NotebookEnv",
+        vector_entry_point="l0_env.vector:NotebookVectorEnv",
+        nondeterministic=True,
+    )
 
-__all__ = ["ENV_ID", "NotebookEnv", "Task", "check_l0_env", "load_tasks"]
+refuse_shared_memory()
+
+
+def parallel_env(agents=("solver", "verifier"), **kwargs):
+    """PettingZoo ParallelEnv: ``agents`` share one task and one notebook (needs ``pettingzoo``)."""
+    from .parallel import parallel_env as make
+
+    return make(agents, **kwargs)
+
+
+__all__ = [
+    "ENV_ID",
+    "ChatSpace",
+    "NotebookEnv",
+    "Task",
+    "TextSpace",
+    "check_l0_env",
+    "load_tasks",
+    "parallel_env",
+]
 __version__ = "0.1.0"

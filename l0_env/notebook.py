@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -29,7 +31,7 @@ from .kernel.bridge import ToolCallError
 from .kernel.pool import KernelPool
 from .kernel.sandbox import SandboxLimits
 from .kernel.session import CellResult, KernelConfig, SandboxedKernel
-from .recording import EpisodeLog, StepLog, save_notebook
+from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
 from .tools.bm25 import BM25Search
@@ -91,6 +93,8 @@ class NotebookEnv(gym.Env[list, str]):
         pool_size: warm kernels kept ready (0: start at reset).
         kernel_pool: share a pool between envs (the env then does not close it).
         count_tokens: token counter for the context budget (default: ~4 characters per token).
+        record_dir: when set, every finished episode is appended to ``record_dir/episodes.jsonl``
+            and saved as ``record_dir/<episode>.ipynb`` (works in every vectorized flavour).
         render_mode: None or "ansi".
     """
 
@@ -115,6 +119,7 @@ class NotebookEnv(gym.Env[list, str]):
         pool_size: int = 1,
         kernel_pool: KernelPool | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        record_dir: str | os.PathLike[str] | None = None,
         render_mode: str | None = None,
     ) -> None:
         if not isinstance(max_steps, int) or max_steps < 1:
@@ -137,6 +142,8 @@ class NotebookEnv(gym.Env[list, str]):
         self.reward_weights = reward_weights or R.RewardWeights()
         self.count_tokens = count_tokens or approx_token_count
         self.render_mode = render_mode
+        self.record_dir = Path(record_dir) if record_dir is not None else None
+        self._episodes_done = 0
         self._corpus = corpus
         self._search = search
         self._pool = kernel_pool
@@ -154,6 +161,7 @@ class NotebookEnv(gym.Env[list, str]):
         self._tool_counts: dict[str, int] = {}
         self._answer: str | None = None
         self._history: list[StepRecord] = []
+        self.actor: str | None = None  # who acts, recorded with each step (multi-agent envs set it)
 
     # -- the search backend and kernels start lazily: gymnasium builds throwaway envs to read spaces
 
@@ -245,6 +253,7 @@ class NotebookEnv(gym.Env[list, str]):
             tool_calls=list(self._step_tool_calls),
             notepad=notepad,
             duration_s=time.monotonic() - started,
+            actor=self.actor,
         )
         self._episode.steps.append(step_log)
         self._episode.total_reward += reward
@@ -371,6 +380,12 @@ class NotebookEnv(gym.Env[list, str]):
         }
         if self._kernel is not None:
             self._kernel.tool_handler = None  # no tool calls after the episode
+        self._episodes_done += 1
+        if self.record_dir is not None:
+            name = f"{os.getpid()}-{id(self):x}-{self._episodes_done:05d}"
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            save_notebook(ep, self.record_dir / f"{name}.ipynb")
+            append_jsonl(self.record_dir / "episodes.jsonl", {"episode": name, **ep.to_dict()})
 
     # -- tools (run on the host, in the bridge thread, while step() waits for the cell) ----------
 

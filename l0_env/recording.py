@@ -36,6 +36,7 @@ class StepLog:
     tool_calls: list[dict[str, Any]]
     notepad: dict[str, Any]
     duration_s: float
+    actor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +82,8 @@ def episode_to_notebook(episode: EpisodeLog) -> nbformat.NotebookNode:
     cells = [v4.new_markdown_cell(f"# Task\n\n{task.get('question', '')}")]
     for step in episode.steps:
         think = step.think if step.think is not None else "*(no think block)*"
-        md = f"**Step {step.index}** — reward {step.reward:+.4f}\n\n{think}"
+        who = f" ({step.actor})" if step.actor else ""
+        md = f"**Step {step.index}{who}** — reward {step.reward:+.4f}\n\n{think}"
         if step.problems:
             md += "\n\n> format problems: " + "; ".join(step.problems)
         cells.append(v4.new_markdown_cell(md))
@@ -137,9 +139,14 @@ def save_notebook(episode: EpisodeLog, path: str | os.PathLike[str]) -> Path:
 
 
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    """Append one JSON line; a single ``write`` of a whole line, so lines are never interleaved."""
-    line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON line with a single ``O_APPEND`` write, so lines from concurrent writers
+    (threads or processes) never interleave."""
+    data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # only on a full disk: say so (readers skip a torn last line)
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes (disk full?)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)

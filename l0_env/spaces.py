@@ -96,3 +96,23 @@ class ChatSpace(spaces.Space[list]):
             and other.max_messages == self.max_messages
             and other.max_chars == self.max_chars
         )
+
+
+def refuse_shared_memory() -> None:
+    """Make gymnasium's shared-memory batching fail loudly for our spaces.
+
+    ``AsyncVectorEnv(shared_memory=True)`` (its default) would otherwise fail with an obscure
+    custom-space error, and for ``spaces.Text`` it silently returns stale strings. Say what to do.
+    """
+    from gymnasium.error import CustomSpaceError
+    from gymnasium.vector.utils import create_shared_memory
+
+    def refuse(space: spaces.Space, n: int = 1, ctx: Any = None) -> Any:
+        raise CustomSpaceError(
+            f"{space!r} holds text, which gymnasium's shared memory cannot carry. Use "
+            "gym.make_vec(..., vectorization_mode='async', vector_kwargs={'shared_memory': False}), "
+            "or the default vectorization_mode='vector_entry_point' (l0_env.vector.NotebookVectorEnv)."
+        )
+
+    for space_type in (TextSpace, ChatSpace):
+        create_shared_memory.register(space_type)(refuse)
