@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import resource
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,14 @@ def info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
             value = value[i]
             out[key] = value.item() if isinstance(value, np.generic) else value
     return out
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft open-file limit towards the hard one (often 1024 vs 1M) when many kernels need it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
@@ -87,6 +96,7 @@ class NotebookVectorEnv(VectorEnv):
                 raise ValueError(
                     f"{key!r} is managed by the vector env; pass pool_size= to NotebookVectorEnv"
                 )
+        _ensure_fd_limit(num_envs * 24 + 256)  # ~20 fds per kernel: zmq sockets, pipes, the bridge
         self.num_envs = num_envs
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode}
