@@ -192,12 +192,14 @@ def build_bwrap_argv(
         argv += ["--unshare-all"]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     argv += _system_binds()
-    roots = _python_roots()
-    argv += _parent_dirs([*roots, runtime_dir, HOME_IN_SANDBOX])
-    for root in roots:
-        argv += ["--ro-bind", root, root]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--perms", "1777", "--size", str(limits.disk_bytes), "--tmpfs", "/tmp"]
+    # Every bind comes after the fresh /tmp: a venv or runtime dir under /tmp (a clone in /tmp, or
+    # L0_RUNTIME_DIR) would otherwise be masked by it, and its parents recreated 0700 (unreachable).
+    roots = _python_roots()
+    argv += _parent_dirs([*roots, HOME_IN_SANDBOX, runtime_dir])
+    for root in roots:
+        argv += ["--ro-bind", root, root]
     argv += ["--perms", "0777", "--size", str(limits.disk_bytes), "--tmpfs", HOME_IN_SANDBOX]
     argv += ["--bind", runtime_dir, runtime_dir]
     argv += ["--chdir", HOME_IN_SANDBOX, "--clearenv"]
