@@ -290,12 +290,14 @@ def test_every_unicode_plane(char: str) -> None:
     ],
 )
 def test_one_megabyte_parses_fast(text: str) -> None:
+    # CPU time, best of three: a busy machine must not fail a linear parser, while a quadratic
+    # one takes minutes on 1 MB.
     best = float("inf")
-    for _ in range(3):  # best of three: a busy CI machine should not fail a linear parser
-        start = time.perf_counter()
+    for _ in range(3):
+        start = time.process_time()
         parse_action(text)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.1, f"parse_action took {best:.3f}s on 1 MB: it must stay linear-time"
+        best = min(best, time.process_time() - start)
+    assert best < 0.5, f"parse_action took {best:.3f}s of CPU on 1 MB: it must stay linear-time"
 
 
 def test_too_many_tags_are_capped_and_reported() -> None:

@@ -27,8 +27,7 @@ def kernel_processes() -> list[psutil.Process]:
 
 
 def runtime_dirs() -> set[str]:
-    base = os.environ.get("L0_RUNTIME_DIR") or "/tmp"
-    return set(glob.glob(os.path.join(base, "l0k-*")))
+    return set(glob.glob(os.path.join(os.environ["L0_RUNTIME_DIR"], "l0k-*")))
 
 
 def episode_script(i: int) -> list[str]:
@@ -119,7 +118,8 @@ def test_indexed_async_and_streaming_steps():
         venv.close()
 
 
-def test_32_concurrent_sandboxed_episodes_equal_the_same_episodes_run_alone():
+def test_32_concurrent_sandboxed_episodes_equal_the_same_episodes_run_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("L0_RUNTIME_DIR", str(tmp_path))  # a private place: other runs make l0k-* dirs too
     n = 32
     tasks = [
         {"id": f"t{i}", "question": f"What is secret {i}?", "answers": [str(i * 1000 + 7)]} for i in range(n)
