@@ -34,16 +34,30 @@ class KernelPool:
         self.size = size
         self._ready: deque[SandboxedKernel] = deque()
         self._starting = 0
+        self._waiting = 0  # acquirers waiting for a kernel that is already starting
         self._lock = threading.Condition()
         self._closed = False
         self.start_failures = 0
         self._threads: list[threading.Thread] = []
 
     def acquire(self) -> SandboxedKernel:
-        """A started kernel: a warm one if available, else one started now."""
+        """A started kernel: a warm one if available, else one already starting, else a new one.
+
+        Waiting for a start already in flight (instead of starting yet another kernel) keeps a
+        wave of resets from starting ``N + size`` kernels at once on a small machine.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the kernel pool is closed")
+            if not self._ready and self._starting > self._waiting:
+                self._waiting += 1
+                try:
+                    self._lock.wait_for(
+                        lambda: self._closed or self._ready or self._starting == 0,
+                        timeout=self.config.startup_timeout,
+                    )
+                finally:
+                    self._waiting -= 1
             kernel = self._ready.popleft() if self._ready else None
         if kernel is not None and not kernel.is_alive():
             kernel.close()
