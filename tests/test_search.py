@@ -135,7 +135,7 @@ def test_cache_reused_not_rebuilt(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in second.cache_path.iterdir()} == stamps
     assert second.search(["Turing"]) == first.search(["Turing"])
     # Atomic build: only the finished folder is left, no temp folders.
-    assert [p.name for p in cache.iterdir()] == [first.cache_path.name]
+    assert sorted(p.name for p in cache.iterdir()) == [first.cache_path.name, "corpus-digests.json"]
 
 
 def test_cache_keyed_on_content_and_settings(tmp_path: Path) -> None:
@@ -175,11 +175,13 @@ def test_iter_passages_layouts(tmp_path: Path) -> None:
     assert list(iter_passages(parquet)) == [Passage("p1", "Ada Lovelace", SMALL[0]["text"])]
     rows = [
         {"id": 7, "contents": '"Quoted "Title""\nline one\nline two'},
+        {"id": 8, "contents": '""Q" Is for Quarry"\ntext'},
         {"id": "x", "contents": "no title"},
     ]
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     assert list(iter_passages(path)) == [
-        Passage("7", 'Quoted "Title', "line one\nline two"),
+        Passage("7", 'Quoted "Title"', "line one\nline two"),  # one pair of quotes removed
+        Passage("8", '"Q" Is for Quarry', "text"),
         Passage("x", "", "no title"),
     ]
 
@@ -199,7 +201,8 @@ def test_bad_corpus_rows(tmp_path: Path, lines: list[str], message: str) -> None
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=message):
         BM25Search.from_corpus(path, cache_dir=tmp_path / "cache")
-    assert not any((tmp_path / "cache").iterdir()), "a failed build must leave no cache folder"
+    left = [p.name for p in (tmp_path / "cache").iterdir() if p.name != "corpus-digests.json"]
+    assert not left, "a failed build must leave no cache folder"
 
 
 def test_bad_corpus_files(tmp_path: Path) -> None:
@@ -235,3 +238,119 @@ def test_format_page_paginates() -> None:
             format_page(page, page_no=bad, page_chars=120)  # type: ignore[arg-type]
     assert split_pages("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]  # no spaces: hard cuts
     assert format_page(Page("e", "Empty", "")) == "# Empty (id: e)\n"
+
+
+# -- the streaming build, bm25s compatibility, title matches, the id lookup ------------------------
+
+
+def test_scores_equal_bm25s_reference(real_index: BM25Search) -> None:
+    """Our streaming build + bincount scoring gives bm25s's own scores, and bm25s loads our files."""
+    import bm25s
+    import numpy as np
+    import Stemmer
+
+    passages = list(iter_passages(bundled_corpus_path()))
+    stemmer = Stemmer.Stemmer("english")
+    ref = bm25s.BM25(k1=1.2, b=0.75)
+    docs = [(p.title + "\n") * 3 + p.text for p in passages]
+    ref.index(bm25s.tokenize(docs, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    loaded = bm25s.BM25.load(str(real_index.cache_path), mmap=True, load_vocab=True)
+    for task in load_tasks(split="train")[:40]:
+        tokens = bm25s.tokenize([task.question], stopwords="en", stemmer=stemmer, return_ids=False)[0]
+        expected = ref.get_scores(tokens)
+        ours = real_index.scores(task.question)
+        assert ours is not None
+        np.testing.assert_allclose(ours, expected, atol=1e-4)
+        ids = [loaded.vocab_dict[t] for t in tokens if t in loaded.vocab_dict]
+        np.testing.assert_allclose(loaded.get_scores_from_ids(ids), expected, atol=1e-4)
+
+
+def test_build_streams_without_holding_the_corpus(tmp_path: Path) -> None:
+    """Peak Python memory while indexing depends on the chunk size, not on the corpus size."""
+    import tracemalloc
+
+    from l0_env.tools.bm25 import build_index, index_settings
+
+    words = [f"w{i}" for i in range(5000)]
+
+    def passages(n: int):
+        for i in range(n):  # ~1 KB of text each
+            text = " ".join(words[(i * 7 + j * 13) % len(words)] for j in range(200))
+            yield Passage(f"d{i}", f"Title {i}", text)
+
+    settings = index_settings("test", stemmer=None, stopwords="en", title_weight=1, k1=1.2, b=0.75)
+    peaks = {}
+    for n in (500, 2000):
+        tracemalloc.start()
+        try:
+            build_index(passages(n), tmp_path / f"idx{n}", settings, chunk_docs=50)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    # 4x the corpus, about the same peak: what is held is one chunk plus the vocabulary.
+    assert peaks[2000] < 1.25 * peaks[500] + 200_000, f"peak memory grew with the corpus: {peaks}"
+    backend = BM25Search(
+        tmp_path / "idx2000", built=True, stemmer=None, stopwords="en", title_boost=0.0, snippet_chars=50
+    )
+    assert backend.num_docs == 2000
+    assert backend.get("d1999").title == "Title 1999"
+    assert backend.search(["Title 1234"], k=1)[0][0].doc_id == "d1234"
+
+
+def test_title_match_boost(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "title": "Maria Golovin", "text": "An opera in three acts."},
+        {
+            "id": "b",
+            "title": "Music",
+            "text": "Maria wrote about the opera Golovin; opera opera Maria Golovin.",
+        },
+        {"id": "c", "title": "It", "text": "A novel."},
+        {"id": "d", "title": "Splendor (film)", "text": "A film."},
+    ]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    plain = BM25Search.from_corpus(corpus, cache_dir=tmp_path / "cache", title_weight=1, title_boost=0)
+    boosted = BM25Search.from_corpus(corpus, cache_dir=tmp_path / "cache", title_weight=1)
+    assert not boosted.built  # the boost is a query-time setting: same index
+    query = "Who composed the opera Maria Golovin?"
+    assert plain.search([query], k=1)[0][0].doc_id == "b"
+    assert boosted.search([query], k=1)[0][0].doc_id == "a"
+    # A trailing "(film)" qualifier: the bare name matches too; stop-word titles never match.
+    assert boosted.search(["what was splendor about"], k=1)[0][0].doc_id == "d"
+    assert boosted._titles.matches("is it a novel", boosted.store.title) == []
+
+
+def test_title_keys_normalise() -> None:
+    from l0_env.tools.titles import normalize_words, title_keys
+
+    assert normalize_words("&quot;Q&quot; Is for Quarry") == ["q", "is", "for", "quarry"]
+    assert normalize_words("Beyoncé's Café") == ["beyonce", "s", "cafe"]
+    assert title_keys("American Splendor (film)") == {"american splendor film", "american splendor"}
+    assert title_keys("The The", frozenset({"the"})) == set()
+    assert title_keys("US") == set()  # too short to trust
+
+
+def test_corpus_hash_is_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import l0_env.tools.bm25 as bm25_mod
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", SMALL)
+    first = BM25Search.from_corpus(corpus, cache_dir=tmp_path / "cache")
+
+    def no_rehash(path: Path) -> str:
+        raise AssertionError("an unchanged corpus must not be re-hashed")
+
+    monkeypatch.setattr(bm25_mod, "file_sha256", no_rehash)
+    again = BM25Search.from_corpus(corpus, cache_dir=tmp_path / "cache")
+    assert not again.built and again.cache_path == first.cache_path
+    monkeypatch.undo()
+    write_jsonl(corpus, SMALL[:3])  # a changed file (size and mtime) is hashed again
+    assert BM25Search.from_corpus(corpus, cache_dir=tmp_path / "cache").built
+
+
+def test_id_lookup_on_every_row(small_corpus: Path, tmp_path: Path) -> None:
+    backend = BM25Search.from_corpus(small_corpus, cache_dir=tmp_path / "cache")
+    for row in SMALL:
+        assert backend.get(row["id"]) == Page(row["id"], row["title"], row["text"])
+    for bad in ("p5", "", "P1"):
+        with pytest.raises(PageNotFound):
+            backend.get(bad)

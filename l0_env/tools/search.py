@@ -1,8 +1,17 @@
-"""The search interface every backend implements, and passage-corpus reading.
+"""The search interface every backend implements, its errors, and passage-corpus reading.
 
-A backend answers batched queries with `Hit`s and opens whole passages as `Page`s. Backends:
-`l0_env.tools.bm25.BM25Search` (embedded, default); others (HTTP retrieval server, web) plug in
-behind the same `SearchBackend` interface.
+A backend answers batched queries with `Hit`s and opens whole passages as `Page`s. Backends
+(build one with `l0_env.tools.make_search_backend`):
+
+- `l0_env.tools.bm25.BM25Search`: embedded BM25, the default (no extra dependencies);
+- `l0_env.tools.dense.DenseSearch` and `l0_env.tools.hybrid.HybridSearch`: MiniLM + faiss, and
+  reciprocal-rank fusion of BM25 and dense (the ``dense`` extra);
+- `l0_env.tools.remote.HTTPSearch`: a retrieval server speaking Search-R1's ``/retrieve`` API
+  (ours, ``python -m l0_env.tools.search_server``, or any Search-R1/FlashRAG server);
+- `l0_env.tools.web.SerperSearch`: Google results through Serper, only with an API key.
+
+Backends raise `SearchError` (often `SearchUnavailable`) for failures the agent should hear about
+as a tool error while the episode goes on; `PageNotFound` for unknown ids.
 """
 
 from __future__ import annotations
@@ -47,6 +56,17 @@ class PageNotFound(KeyError):
 
     def __str__(self) -> str:  # KeyError's str() is the repr of its argument; keep the message readable
         return str(self.args[0]) if self.args else "page not found"
+
+
+class SearchError(RuntimeError):
+    """A search backend failed in a way the agent should be told about (the episode goes on).
+
+    The message is written for the agent: it says what failed and whether retrying may help.
+    """
+
+
+class SearchUnavailable(SearchError):
+    """The backend cannot answer now: server down or timing out, rate-limited, no API key."""
 
 
 class SearchBackend(abc.ABC):
@@ -104,8 +124,8 @@ def bundled_corpus_path() -> Path:
 def passage_from_row(row: Any) -> Passage:
     """Parse ``{"id","title","text"}`` or Search-R1/FlashRAG ``{"id","contents"}`` rows.
 
-    ``contents`` is ``'"Title"\\ntext'``: the first line is the title (surrounding quotes
-    stripped), the rest is the text.
+    ``contents`` is ``'"Title"\\ntext'``: the first line is the title (one pair of surrounding
+    quotes removed, as FlashRAG writes them), the rest is the text.
     """
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -121,12 +141,25 @@ def passage_from_row(row: Any) -> Passage:
         if not isinstance(contents, str):
             raise ValueError(f"'contents' must be a string, got {type(contents).__name__}")
         head, sep, rest = contents.partition("\n")
-        title, text = (head.strip().strip('"'), rest) if sep else ("", contents)
+        title, text = (unquote_title(head), rest) if sep else ("", contents)
     else:
         raise ValueError("row has neither 'text' nor 'contents'")
     if not isinstance(title, str) or not isinstance(text, str):
         raise ValueError("'title' and 'text' must be strings")
     return Passage(str(doc_id), title, text)
+
+
+def unquote_title(head: str) -> str:
+    """The title in the first line of a FlashRAG ``contents`` field: one pair of quotes removed."""
+    head = head.strip()
+    if len(head) >= 2 and head[0] == '"' and head[-1] == '"':
+        return head[1:-1]
+    return head
+
+
+def passage_contents(title: str, text: str) -> str:
+    """Search-R1/FlashRAG's ``contents`` field: ``'"Title"\\ntext'`` (newlines in the title become spaces)."""
+    return '"' + " ".join(title.splitlines()) + '"\n' + text
 
 
 def iter_passages(path: str | os.PathLike[str]) -> Iterator[Passage]:
