@@ -12,10 +12,10 @@ Rewards follow L0: the per-step rewards sum to ``0.8·qa + 0.1·mean(format) + 0
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import copy
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -34,9 +34,9 @@ from .kernel.session import CellResult, KernelConfig, SandboxedKernel
 from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
-from .tools.bm25 import BM25Search
+from .tools import make_search_backend
 from .tools.pages import format_page
-from .tools.search import PageNotFound, SearchBackend
+from .tools.search import PageNotFound, SearchBackend, SearchError
 
 TOOL_DOCS = (
     ToolDoc(
@@ -57,19 +57,10 @@ TOOL_DOCS = (
 )
 DEFAULT_TOOL_BUDGETS = {"web_search": 20, "open_page": 40}
 MAX_QUERY_CHARS = 1_000
+# Backend calls run here so the bridge thread can give up on one that hangs (it cannot be killed;
+# it finishes in the background). Shared by every env in the process.
+_BACKEND_CALLS = cf.ThreadPoolExecutor(max_workers=32, thread_name_prefix="l0-search")
 MAX_K = 20
-
-_backend_cache: dict[tuple[str, str], SearchBackend] = {}
-_backend_lock = threading.Lock()
-
-
-def shared_bm25(corpus: str | None, cache_dir: str | None = None) -> SearchBackend:
-    """One BM25 index per corpus per process, shared by every env (it is thread-safe)."""
-    key = (str(corpus), str(cache_dir))
-    with _backend_lock:
-        if key not in _backend_cache:
-            _backend_cache[key] = BM25Search.from_corpus(corpus, cache_dir=cache_dir)
-        return _backend_cache[key]
 
 
 class NotebookEnv(gym.Env[list, str]):
@@ -80,7 +71,10 @@ class NotebookEnv(gym.Env[list, str]):
             dicts with ``question`` and ``answers``.
         split: which bundled split when ``tasks`` is None ("dev" or "train").
         corpus: passage file for the default BM25 search (None: the bundled HotpotQA passages).
-        search: a ``SearchBackend`` to use instead of BM25 over ``corpus``.
+        search: which search backs ``web_search``/``open_page``: None or "bm25" (embedded BM25
+            over ``corpus``), "dense", "hybrid", "http://host:port" (our search server or any
+            Search-R1 retrieval server), "serper" (needs ``$SERPER_API_KEY``), a mapping with
+            options, or a ``SearchBackend`` instance (see ``l0_env.tools.make_search_backend``).
         max_steps: steps per episode before truncation.
         cell_timeout: seconds a cell may run.
         sandbox: "auto", "bwrap" or "none" (see ``KernelConfig``).
@@ -88,6 +82,7 @@ class NotebookEnv(gym.Env[list, str]):
         max_action_chars: longer actions are cut (the agent is told).
         max_output_chars: characters of a cell's output shown to the agent.
         tool_budgets: per-episode call limits, e.g. ``{"web_search": 20, "open_page": 40}``.
+        tool_timeout: seconds a search-backend call may take before the agent gets a ToolError.
         reward_weights: L0's weights by default.
         limits: sandbox resource limits.
         pool_size: warm kernels kept ready (0: start at reset).
@@ -106,7 +101,7 @@ class NotebookEnv(gym.Env[list, str]):
         tasks: str | Sequence[Mapping[str, Any]] | None = None,
         split: str = "dev",
         corpus: str | None = None,
-        search: SearchBackend | None = None,
+        search: str | Mapping[str, Any] | SearchBackend | None = None,
         max_steps: int = 12,
         cell_timeout: float = 30.0,
         sandbox: str = "auto",
@@ -114,6 +109,7 @@ class NotebookEnv(gym.Env[list, str]):
         max_action_chars: int = 32_000,
         max_output_chars: int = 4_000,
         tool_budgets: Mapping[str, int] | None = None,
+        tool_timeout: float = 20.0,
         reward_weights: R.RewardWeights | None = None,
         limits: SandboxLimits | None = None,
         pool_size: int = 1,
@@ -138,6 +134,7 @@ class NotebookEnv(gym.Env[list, str]):
         self.max_steps = max_steps
         self.max_context_tokens = max_context_tokens
         self.max_action_chars = max_action_chars
+        self.tool_timeout = float(tool_timeout)
         self.tool_budgets = dict(DEFAULT_TOOL_BUDGETS if tool_budgets is None else tool_budgets)
         self.reward_weights = reward_weights or R.RewardWeights()
         self.count_tokens = count_tokens or approx_token_count
@@ -145,7 +142,8 @@ class NotebookEnv(gym.Env[list, str]):
         self.record_dir = Path(record_dir) if record_dir is not None else None
         self._episodes_done = 0
         self._corpus = corpus
-        self._search = search
+        self._search_spec = search
+        self._search: SearchBackend | None = search if isinstance(search, SearchBackend) else None
         self._pool = kernel_pool
         self._owns_pool = kernel_pool is None
         self._pool_size = pool_size
@@ -167,8 +165,8 @@ class NotebookEnv(gym.Env[list, str]):
 
     @property
     def search(self) -> SearchBackend:
-        if self._search is None:
-            self._search = shared_bm25(self._corpus)
+        if self._search is None:  # one shared instance per setting per process (thread-safe)
+            self._search = make_search_backend(self._search_spec, corpus=self._corpus)
         return self._search
 
     def _acquire_kernel(self) -> SandboxedKernel:
@@ -329,7 +327,9 @@ class NotebookEnv(gym.Env[list, str]):
             action = action.decode("utf-8", errors="replace")
         elif not isinstance(action, str):
             action = "" if action is None else str(action)
-        action = action.replace("\x00", "")
+        # Lone surrogates (from bytes decoded with surrogateescape, or fuzzers) cannot be encoded to
+        # the kernel or the records: replace them rather than fail the step.
+        action = action.replace("\x00", "").encode("utf-8", errors="replace").decode("utf-8")
         if len(action) > self.max_action_chars:
             note = (
                 f"Your reply was {len(action)} characters; only the first {self.max_action_chars} were read."
@@ -391,6 +391,7 @@ class NotebookEnv(gym.Env[list, str]):
 
     def _handle_tool(self, op: str, args: dict[str, Any]) -> Any:
         started = time.monotonic()
+        episode = self._episode  # a call that ends after a reset must not land in the next episode
         record: dict[str, Any] = {"tool": op, "args": _short_args(args)}
         try:
             result = self._dispatch_tool(op, args)
@@ -399,9 +400,23 @@ class NotebookEnv(gym.Env[list, str]):
         except ToolCallError as exc:
             record.update(ok=False, error=f"{exc.kind}: {exc.message}")
             raise
+        except Exception as exc:
+            record.update(ok=False, error=f"ToolError: {type(exc).__name__}")
+            raise
         finally:
             record["elapsed_s"] = round(time.monotonic() - started, 6)
-            self._step_tool_calls.append(record)
+            if episode is self._episode:
+                self._step_tool_calls.append(record)
+
+    def _call_backend(self, op: str, fn: Callable[[], Any]) -> Any:
+        """Run a search-backend call with a deadline, so a hung backend cannot hold the bridge."""
+        future = _BACKEND_CALLS.submit(fn)
+        try:
+            return future.result(timeout=self.tool_timeout)
+        except cf.TimeoutError:
+            raise ToolCallError(
+                "ToolError", f"{op} timed out after {self.tool_timeout:g}s; try again"
+            ) from None
 
     def _spend(self, op: str) -> None:
         budget = self.tool_budgets.get(op)
@@ -425,7 +440,10 @@ class NotebookEnv(gym.Env[list, str]):
                     "ValueError", f"query is {len(query)} characters; at most {MAX_QUERY_CHARS}"
                 )
             self._spend(op)
-            hits = self.search.search([query], k=k)[0]
+            try:
+                hits = self._call_backend(op, lambda: self.search.search([query], k=k)[0])
+            except SearchError as exc:  # server down, rate-limited...: the agent is told, the episode goes on
+                raise ToolCallError("ToolError", f"web_search failed: {exc}") from None
             return [{"id": h.doc_id, "title": h.title, "snippet": h.snippet} for h in hits]
         if op == "open_page":
             doc_id, page = args.get("doc_id"), args.get("page", 1)
@@ -435,13 +453,15 @@ class NotebookEnv(gym.Env[list, str]):
                 raise ToolCallError("TypeError", f"page must be an int, got {type(page).__name__}")
             self._spend(op)
             try:
-                return format_page(self.search.get(doc_id), page_no=page)
+                return format_page(self._call_backend(op, lambda: self.search.get(doc_id)), page_no=page)
             except PageNotFound:
                 raise ToolCallError(
                     "LookupError", f"no page with id {doc_id!r}; use an 'id' from web_search results"
                 ) from None
             except ValueError as exc:
                 raise ToolCallError("ValueError", str(exc)) from None
+            except SearchError as exc:
+                raise ToolCallError("ToolError", f"open_page failed: {exc}") from None
         if op == "submit_final_answer":
             answer = args.get("answer")
             if not isinstance(answer, str):

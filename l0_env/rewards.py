@@ -334,6 +334,13 @@ def l0_step_rewards(
 
 def completion_text(completion: Any) -> str:
     """The text of a TRL completion: a string, or the content of the last assistant message."""
+    try:
+        return _completion_text(completion)
+    except RecursionError:  # absurdly nested content: no text to score
+        return ""
+
+
+def _completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, dict):

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
 REQUEST_READ_TIMEOUT_S = 10.0
+# Honest requests nest 4 levels (the notepad); deep nesting would make the host's json.loads,
+# deepcopy, repr and json.dumps of the args (in info, records) raise RecursionError.
+MAX_ARGS_DEPTH = 32
 
 
 class ToolCallError(Exception):
@@ -41,6 +44,19 @@ Handler = Callable[[str, dict[str, Any]], Any]
 
 def _no_handler(op: str, args: dict[str, Any]) -> Any:
     raise ToolCallError("ToolError", "no episode is running; tools are unavailable")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests more than ``limit`` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 class ToolBridge:
@@ -71,9 +87,13 @@ class ToolBridge:
                 conn, _ = self._sock.accept()
             except OSError:
                 return  # closed
-            # OSError: the client went away; there is nobody to tell.
             with conn, contextlib.suppress(OSError):
-                self._answer(conn)
+                try:
+                    self._answer(conn)
+                except OSError:
+                    pass  # the client went away; there is nobody to tell
+                except Exception as exc:  # one bad request must never stop the bridge
+                    log.warning("tool bridge request failed: %r", exc, exc_info=True)
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(REQUEST_READ_TIMEOUT_S)
@@ -99,19 +119,25 @@ class ToolBridge:
             request = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return self._error("ValueError", "malformed request (not JSON)")
+        except RecursionError:
+            return self._error("ValueError", f"malformed request: nested deeper than {MAX_ARGS_DEPTH} levels")
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             return self._error("ValueError", "malformed request: expected {'op': str, 'args': dict}")
         args = request.get("args", {})
         if not isinstance(args, dict):
             return self._error("ValueError", "malformed request: 'args' must be an object")
+        if _deeper_than(args, MAX_ARGS_DEPTH):
+            return self._error("ValueError", f"malformed request: nested deeper than {MAX_ARGS_DEPTH} levels")
         try:
             return {"ok": True, "result": self.handler(request["op"], args)}
         except ToolCallError as exc:
             return self._error(exc.kind, exc.message)
         except Exception as exc:  # a bug or backend failure must not kill the host: tell the agent
             log.warning("tool %r failed: %r", request["op"], exc, exc_info=True)
+            # Only the type: an exception's text may carry what the kernel must not see (an API
+            # key in a URL, a host path). The host log has the details.
             return self._error(
-                "ToolError", f"{request['op']} failed on the host: {type(exc).__name__}: {exc}"
+                "ToolError", f"{request['op']} failed on the host ({type(exc).__name__}); try again"
             )
 
     @staticmethod

@@ -193,6 +193,9 @@ def _l0_install(socket_path, notepad_state):
         BudgetExhausted=BudgetExhausted,
     )
     shell.events.register("post_run_cell", push_notepad)
+    # IPython's default "Context" tracebacks analyse every frame: a RecursionError's 3,000 frames
+    # take seconds of CPU (past the cell timeout on a loaded host: a kernel restart). Plain is fast.
+    shell.InteractiveTB.set_mode(mode="Plain")
     builtins.input = _no_input
 
 

@@ -85,7 +85,10 @@ class UidLease:
     """An exclusive claim on one sandbox uid, valid across processes (flock on a file)."""
 
     def __init__(self, lock_dir: str | os.PathLike | None = None) -> None:
-        lock_dir = Path(lock_dir or Path(os.environ.get("L0_RUNTIME_DIR", "/tmp")) / "l0_env-uids")
+        # Uids are machine-wide, so the locks are too: not under L0_RUNTIME_DIR, where two processes
+        # with different runtime dirs would lease the same uid and share its RLIMIT_NPROC (one
+        # kernel's fork bomb would stop the other's kernels from starting).
+        lock_dir = Path(lock_dir or os.environ.get("L0_UID_LOCK_DIR") or "/tmp/l0_env-uids")
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.uid = -1
         self._fd: int | None = None

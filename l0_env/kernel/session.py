@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 SandboxMode = Literal["auto", "bwrap", "none"]
 _IN_KERNEL_SOURCE = (Path(__file__).with_name("in_kernel.py")).read_text(encoding="utf-8")
 _bwrap_problem: str | bool | None = False  # False: not checked yet
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _bwrap_lock = threading.Lock()
 # A kernel can send one huge message (up to its memory limit) that jupyter_client would decode in
 # full, several times over, in host memory: zmq drops the connection for anything larger.
@@ -119,7 +121,8 @@ class KernelConfig:
     max_output_chars: int = 4_000
     flood_chars: int = 5_000_000
     startup_timeout: float = 60.0
-    python: str = sys.executable
+    # Normalised: "/x/scripts/../.venv/bin/python" would pass through a dir the sandbox lacks.
+    python: str = os.path.normpath(sys.executable)
 
     def __post_init__(self) -> None:
         if self.sandbox not in ("auto", "bwrap", "none"):
@@ -230,7 +233,10 @@ class SandboxedKernel:
         write_connection_file(conn_file, ip=os.path.join(self.runtime_dir, "k"), transport="ipc")
         if uid is not None:
             os.chown(conn_file, uid, uid)
+        # No history database: it lives in the tmpfs home, and when the agent fills the disk its
+        # writer thread prints "database or disk is full" into the agent's cell output.
         command = [self.config.python, "-m", "ipykernel_launcher", "-f", conn_file, "--quiet"]
+        command += ["--HistoryManager.enabled=False"]
         if self.sandboxed:
             argv = build_bwrap_argv(
                 command,
@@ -398,19 +404,31 @@ class SandboxedKernel:
         """Run one cell; never raises for anything the code does."""
         if self._closed:
             raise RuntimeError("the kernel is closed")
-        restarted = False
-        if not self.is_alive():
+        # The kernel protocol is UTF-8 JSON: a lone surrogate (valid in a str, not in UTF-8) would
+        # make jupyter_client raise UnicodeEncodeError. Each becomes U+FFFD.
+        code = _LONE_SURROGATE.sub("\ufffd", code)
+        notice = None
+        if not self.is_alive():  # died between cells (killed from outside, a thread's os._exit...)
+            exit_code = self._proc.returncode if self._proc else None
             self.restart()
-            restarted = True
-        result = self._run(code, timeout=timeout or self.config.cell_timeout)
-        result.restarted = result.restarted or restarted
+            notice = (
+                f"KernelRestarted: the kernel process had died since the last cell (exit code {exit_code}), "
+                "so it was restarted before this cell ran. All variables and imports were lost; the "
+                "tools and the notepad are restored."
+            )
+        result = self._run(code, timeout=timeout or self.config.cell_timeout, notice=notice)
+        result.restarted = result.restarted or notice is not None
         return result
 
-    def _run(self, code: str, *, timeout: float, silent: bool = False) -> CellResult:
+    def _run(
+        self, code: str, *, timeout: float, silent: bool = False, notice: str | None = None
+    ) -> CellResult:
         assert self._client is not None and self._proc is not None
         cfg = self.config
         started = time.monotonic()
         collector = OutputCollector(keep_chars=cfg.max_output_chars * 4, tail_chars=cfg.max_output_chars)
+        if notice:
+            collector.add_note("stream", "stderr", notice)
         self._drain_iopub()
         msg_id = self._client.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
         deadline = started + timeout
