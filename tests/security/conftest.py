@@ -145,3 +145,36 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# Kernel-side source of a raw client for the tool bridge: ``raw(payload) -> reply bytes``, bypassing
+# the tool proxies' own checks. ``BRIDGE`` is the socket path (see ``bridge_client``).
+RAW_BRIDGE_CLIENT = """
+import socket as _rs
+def raw(payload, read=True, timeout=20):
+    s = _rs.socket(_rs.AF_UNIX, _rs.SOCK_STREAM); s.settimeout(timeout)
+    s.connect(BRIDGE); s.sendall(payload)
+    data = b''
+    while read and not data.endswith(b'\\n'):
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    s.close()
+    return data
+"""
+
+
+def bridge_client(env: gym.Env) -> str:
+    """Code that defines ``BRIDGE`` and ``raw()`` in the kernel (prefix it to an attack)."""
+    return f"BRIDGE = {kernel_of(env).bridge.path!r}\n{RAW_BRIDGE_CLIENT}\n"
+
+
+def fresh_env(**kwargs: Any) -> Iterator[gym.Env]:
+    """A separate env (for tests that need their own configuration), reset and closed after."""
+    env = make_env(**kwargs)
+    try:
+        env.reset(seed=0)
+        yield env
+    finally:
+        env.close()
