@@ -24,8 +24,8 @@ fi
 if [ "${L0_WITH_LEARNER:-0}" = 1 ]; then
     # The CPU build of torch; a GPU user keeps their own build (pyproject asks for a range).
     .venv/bin/python -m pip install -q "torch==2.13.0"
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,learner]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,learner]"
 else
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server]"
 fi
 echo "setup: ready ($(.venv/bin/python --version), bwrap: $(command -v bwrap || echo missing))"
