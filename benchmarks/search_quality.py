@@ -50,11 +50,11 @@ BM25_SWEEP = {
     "bm25 no stemming, boost 0.3": {"stemmer": None},
 }
 HYBRID_SWEEP = {
-    "hybrid rrf_k 10": {"rrf_k": 10.0},
-    "hybrid rrf_k 30": {"rrf_k": 30.0},
-    "hybrid rrf_k 100": {"rrf_k": 100.0},
-    "hybrid bm25 weight 0.5": {"bm25_weight": 0.5},
-    "hybrid bm25 weight 2": {"bm25_weight": 2.0},
+    "hybrid plain RRF (k 60, weights 1:1)": {"rrf_k": 60.0, "bm25_weight": 1.0},
+    "hybrid rrf_k 2": {"rrf_k": 2.0},
+    "hybrid rrf_k 60": {"rrf_k": 60.0},
+    "hybrid bm25 weight 1": {"bm25_weight": 1.0},
+    "hybrid bm25 weight 3": {"bm25_weight": 3.0},
     "hybrid depth 20": {"depth": 20},
     "hybrid, bm25 without title boost": {"bm25_title_boost": 0.0},
 }
@@ -189,7 +189,7 @@ def main() -> None:
                 add("dense (MiniLM-L6 + faiss flat)", ranked, ms, dense_build, dense_load)
             if "hybrid" in wanted:
                 bm25 = BM25Search.from_corpus(corpus, cache_dir=Path(tmp) / "bm25-hybrid")
-                variants: dict[str, dict[str, Any]] = {"hybrid (default: RRF k=60, depth 100)": {}}
+                variants: dict[str, dict[str, Any]] = {"hybrid (default: RRF k 10, bm25 weight 2)": {}}
                 if args.sweep:
                     variants.update(HYBRID_SWEEP)
                 for name, opts in variants.items():

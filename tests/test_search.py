@@ -238,6 +238,8 @@ def test_format_page_paginates() -> None:
             format_page(page, page_no=bad, page_chars=120)  # type: ignore[arg-type]
     assert split_pages("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]  # no spaces: hard cuts
     assert format_page(Page("e", "Empty", "")) == "# Empty (id: e)\n"
+    huge = format_page(Page("u", "T" * 5000, "x " * 100_000), page_chars=2000)
+    assert len(huge) < 2000 + 200 + 120  # text + title + header/footer: bounded for any page
 
 
 # -- the streaming build, bm25s compatibility, title matches, the id lookup ------------------------
@@ -317,7 +319,8 @@ def test_title_match_boost(tmp_path: Path) -> None:
     assert boosted.search([query], k=1)[0][0].doc_id == "a"
     # A trailing "(film)" qualifier: the bare name matches too; stop-word titles never match.
     assert boosted.search(["what was splendor about"], k=1)[0][0].doc_id == "d"
-    assert boosted._titles.matches("is it a novel", boosted.store.title) == []
+    assert boosted._titles.matches("is it a novel") == []
+    assert boosted._titles.matches("Maria Golovin and Splendor") == [0, 3]
 
 
 def test_title_keys_normalise() -> None:
@@ -354,3 +357,23 @@ def test_id_lookup_on_every_row(small_corpus: Path, tmp_path: Path) -> None:
     for bad in ("p5", "", "P1"):
         with pytest.raises(PageNotFound):
             backend.get(bad)
+
+
+def test_top_rows_is_exact() -> None:
+    import numpy as np
+
+    from l0_env.tools.bm25 import top_rows
+
+    rng = np.random.default_rng(0)
+    for n, k in [(10, 3), (5000, 10), (200_000, 10), (200_000, 50), (200_000, 100)]:
+        for zeros in (0.0, 0.5, 0.999):
+            scores = rng.gamma(2.0, size=n).round(1)  # rounding makes ties
+            scores[rng.random(n) < zeros] = 0.0
+            got = top_rows(scores, k)
+            positive = np.flatnonzero(scores > 0)
+            assert len(got) == min(k, len(positive))
+            if len(got):
+                kth = np.sort(scores[positive])[::-1][len(got) - 1]
+                assert scores[got].min() == kth  # the k best values, whatever rows tie at the edge
+                assert (scores[got] > 0).all()
+    assert top_rows(np.zeros(100_000), 10).tolist() == []

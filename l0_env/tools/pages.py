@@ -1,8 +1,14 @@
-"""Render a passage for the agent, one page at a time (pure)."""
+"""Render a passage for the agent, one page at a time (pure).
+
+Output is bounded whatever the passage: at most ``page_chars`` characters of text per call, a
+title cut to `MAX_TITLE_CHARS`, and a footer naming the next page.
+"""
 
 from __future__ import annotations
 
 from l0_env.tools.search import Page
+
+MAX_TITLE_CHARS = 200
 
 
 def split_pages(text: str, page_chars: int) -> list[str]:
@@ -36,7 +42,8 @@ def format_page(page: Page, *, page_no: int = 1, page_chars: int = 2000) -> str:
     n = len(chunks)
     if isinstance(page_no, bool) or not isinstance(page_no, int) or not 1 <= page_no <= n:
         raise ValueError(f"page {page_no!r} is out of range: {page.doc_id!r} has {n} page(s) (1..{n})")
-    out = f"# {page.title} (id: {page.doc_id})\n{chunks[page_no - 1]}"
+    title = page.title if len(page.title) <= MAX_TITLE_CHARS else page.title[: MAX_TITLE_CHARS - 1] + "…"
+    out = f"# {title} (id: {page.doc_id})\n{chunks[page_no - 1]}"
     if n > 1:
         if page_no < n:
             out += f"\n[page {page_no} of {n} — call open_page({page.doc_id!r}, page={page_no + 1}) for more]"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +53,16 @@ def title_keys(title: str, stopwords: frozenset[str] = frozenset()) -> set[str]:
 class TitleIndex:
     """Memory-mapped title keys of an index folder (see the module docstring). Thread-safe."""
 
-    def __init__(self, folder: Path, stopwords: frozenset[str]) -> None:
+    def __init__(self, folder: Path) -> None:
         self._hash = np.load(folder / TITLE_HASH_FILE, mmap_mode="r")
         self._row = np.load(folder / TITLE_ROW_FILE, mmap_mode="r")
-        self._stopwords = stopwords
 
-    def candidates(self, query: str) -> dict[int, str]:
-        """Rows whose title may be named in ``query``, with the matching key (verify with `title_keys`)."""
+    def matches(self, query: str) -> list[int]:
+        """Rows whose title (or its bare name) ``query`` contains as whole words.
+
+        Matching is by 64-bit key hash alone: with ~10^6 keys and ~10^2 n-grams per query, a false
+        match is about as likely as 10^-11 per query, so rows are not re-checked against titles.
+        """
         words = normalize_words(query)
         keys = [
             " ".join(words[i:j])
@@ -68,17 +70,12 @@ class TitleIndex:
             for j in range(i + 1, min(len(words), i + MAX_TITLE_WORDS) + 1)
         ]
         if not keys or len(self._hash) == 0:
-            return {}
+            return []
         hashes = np.array([key_hash(k) for k in keys], dtype=np.uint64)
         lo = np.searchsorted(self._hash, hashes, side="left")
-        hi = np.searchsorted(self._hash, hashes, side="right")
-        out: dict[int, str] = {}
-        for key, a, b in zip(keys, lo, hi, strict=True):
-            for row in self._row[a : min(b, a + MAX_ROWS_PER_KEY)]:
-                out.setdefault(int(row), key)
-        return out
-
-    def matches(self, query: str, title_of: Callable[[int], str]) -> list[int]:
-        """Rows whose title (or bare name) the query contains as whole words."""
-        found = self.candidates(query)
-        return [row for row, key in found.items() if key in title_keys(title_of(row), self._stopwords)]
+        hi = np.minimum(np.searchsorted(self._hash, hashes, side="right"), lo + MAX_ROWS_PER_KEY)
+        hit = np.flatnonzero(hi > lo)
+        if hit.size == 0:
+            return []
+        rows = np.concatenate([self._row[lo[i] : hi[i]] for i in hit])
+        return np.unique(rows).tolist()
