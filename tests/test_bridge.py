@@ -105,7 +105,8 @@ def test_handler_bug_becomes_tool_error_and_bridge_survives(bridge):
     bridge.handler = handler
     reply = call(bridge.path, "bad")
     assert reply["error"]["type"] == "ToolError"
-    assert "bad failed on the host: KeyError" in reply["error"]["message"]
+    assert reply["error"]["message"] == "bad failed on the host (KeyError); try again"
+    assert "oops" not in reply["error"]["message"], "exception text may carry secrets: only the type is sent"
     assert call(bridge.path, "good") == {"ok": True, "result": "served"}
     assert calls == ["bad", "good"]
 

@@ -15,11 +15,13 @@ import gymnasium as gym
 import psutil
 import pytest
 
-import l0_env  # noqa: F401  (registers L0Notebook-v0)
+import l0_env
 from l0_env.kernel.sandbox import SandboxLimits, check_bwrap
 from l0_env.tools.search import Hit, Page, PageNotFound, SearchBackend
 
 SECRET_NAME, SECRET_VALUE = "L0_TEST_SECRET", "s3cr3t-l0-test-value"
+# The project checkout, wherever it is (/work/main here, a fresh clone elsewhere in CI).
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(l0_env.__file__)))
 CELL_TIMEOUT = 3.0
 LIMITS = SandboxLimits(disk_bytes=32 << 20, max_file_bytes=16 << 20, max_processes=64)
 TASK = {"id": "t0", "question": "Who wrote the Analytical Engine notes?", "answers": ["Ada Lovelace"]}

@@ -16,6 +16,7 @@ import pytest
 from .conftest import (
     CELL_TIMEOUT,
     LIMITS,
+    PROJECT,
     SECRET_NAME,
     SECRET_VALUE,
     assert_env_works,
@@ -100,7 +101,7 @@ def test_writes_outside_the_work_dir_fail(env):
         "/l0_probe",
         os.path.join(os.path.dirname(os.path.dirname(os.__file__)), "l0_probe"),
         os.path.join(venv, "l0_probe"),
-        "/work/main/.venv/l0_probe",
+        os.path.join(PROJECT, ".venv", "l0_probe"),
         os.path.join(kernel.runtime_dir, "l0_probe"),
         os.path.join(kernel.runtime_dir, "kernel.json"),
         os.path.join(kernel.runtime_dir, "bridge.sock"),
@@ -139,7 +140,7 @@ def test_host_secrets_and_files_are_invisible(env):
         f"        if {SECRET_VALUE!r}.encode() in open(path, 'rb').read(): leaks.append(path)\n"
         "    except OSError:\n        pass\n"
         "print('proc leaks', leaks)\n"
-        "for p in ['/work/main/l0_env', '/work/main/pyproject.toml', '/root/.bashrc', '/root/.gitconfig', "
+        f"for p in [{PROJECT + '/l0_env'!r}, {PROJECT + '/pyproject.toml'!r}, '/root/.bashrc', '/root/.gitconfig', "
         "'/etc/passwd', '/etc/shadow', '/home/agent/../..']:\n"
         "    try:\n"
         "        print('READ', p, os.listdir(p) if os.path.isdir(p) else open(p).read(20))\n"
@@ -150,8 +151,8 @@ def test_host_secrets_and_files_are_invisible(env):
     assert "env False False" in text  # ...the kernel does not
     assert "proc leaks []" in text
     assert SECRET_VALUE not in text
-    assert "READ /work/main/l0_env" not in text, "the project source must not be mounted in the sandbox"
-    assert "READ /work/main/pyproject.toml" not in text
+    assert f"READ {PROJECT}/l0_env" not in text, "the project source must not be mounted in the sandbox"
+    assert f"READ {PROJECT}/pyproject.toml" not in text
     assert "READ /root/" not in text
     assert "READ /etc/passwd" not in text and "READ /etc/shadow" not in text
     assert "'.bashrc'" not in text

@@ -15,6 +15,7 @@ import psutil
 from l0_env.tools.search import Hit
 
 from .conftest import (
+    PROJECT,
     SECRET_VALUE,
     TinySearch,
     assert_env_works,
@@ -88,7 +89,8 @@ def test_proc_root_links_do_not_escape(env):
         env,
         "import os\n"
         "print('self root', sorted(os.listdir('/proc/self/root')) == sorted(os.listdir('/')))\n"
-        "print('work', sorted(os.listdir('/proc/self/root/work')) if os.path.isdir('/work') else None)\n"
+        f"p = '/proc/self/root' + {PROJECT!r}\n"
+        "print('project', sorted(os.listdir(p)) if os.path.isdir(p) else None)\n"
         "for p in ('/proc/1/root', '/proc/1/cwd', '/proc/1/environ', '/proc/1/mem', '/proc/1/fd', "
         "'/proc/1/map_files'):\n"
         "    try:\n"
@@ -98,7 +100,8 @@ def test_proc_root_links_do_not_escape(env):
     )
     text = cell_text(info)
     assert "self root True" in text, text
-    assert "'main'" in text and "'shared'" not in text, text  # /work/main/.venv only (the Python install)
+    # only the venv inside the checkout (the Python install), never the project's files
+    assert "project ['.venv']" in text or "project None" in text, text
     assert "OPENED" not in text, text  # pid 1 is bwrap, run by root: nothing of it is readable
     assert_env_works(env)
 
@@ -109,12 +112,12 @@ def test_proc_root_links_do_not_escape(env):
 def test_symlinks_from_home_reach_nothing_of_the_host(env):
     kernel = kernel_of(env)
     links = {
-        "readme": "/work/main/README.md",
+        "readme": os.path.join(PROJECT, "README.md"),
         "bashrc": "/root/.bashrc",
         "shadow": "/etc/shadow",
-        "hostroot": "/proc/1/root/work/main",
+        "hostroot": "/proc/1/root" + PROJECT,
         "conn": os.path.join(kernel.runtime_dir, "kernel.json"),
-        "selfroot": "/proc/self/root/work/main/l0_env",
+        "selfroot": "/proc/self/root" + os.path.join(PROJECT, "l0_env"),
     }
     _, _, info = step(
         env,
@@ -133,14 +136,14 @@ def test_symlinks_from_home_reach_nothing_of_the_host(env):
     assert not os.path.lexists(os.path.join(kernel.runtime_dir, "evil"))
     assert_env_works(env)
     env.reset(seed=0)  # the host tears the sandbox down; the links' targets are untouched
-    assert os.path.exists("/work/main/README.md") or not os.path.exists("/work/main")
+    assert os.path.exists(os.path.join(PROJECT, "README.md"))
 
 
 def test_host_home_and_project_are_not_mounted(env):
     _, _, info = step(
         env,
         "import os, importlib.util\n"
-        "print('work/main', sorted(os.listdir('/work/main')) if os.path.isdir('/work/main') else None)\n"
+        f"print('project', sorted(os.listdir({PROJECT!r})) if os.path.isdir({PROJECT!r}) else None)\n"
         "print('home', sorted(os.listdir('/home')))\n"
         "print('root', sorted(os.listdir('/root')) if os.path.isdir('/root') else None)\n"
         "print('l0_env importable', importlib.util.find_spec('l0_env') is not None and "
@@ -149,7 +152,7 @@ def test_host_home_and_project_are_not_mounted(env):
         "    print('exists' if os.path.exists(p) else 'missing', p)\n",
     )
     text = cell_text(info)
-    assert "work/main ['.venv']" in text, text
+    assert "project ['.venv']" in text or "project None" in text, text
     assert "home ['agent']" in text, text
     assert "root ['.pyenv']" in text or "root None" in text, text  # only the Python installation's path
     assert "l0_env importable False" in text, text
