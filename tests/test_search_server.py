@@ -336,3 +336,44 @@ def test_server_cli_serves_a_corpus(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_env_searches_through_the_server_with_one_setting(server: ServerThread) -> None:
+    """``search="http://…"`` is the one setting: the sandboxed agent's web_search goes to our server."""
+    import gymnasium as gym
+
+    import l0_env
+
+    first = SMALL[0]
+    query = first.get("title") or first["contents"].split("\n")[0].strip('"')
+    env = gym.make(l0_env.ENV_ID, search=server.url, sandbox="bwrap", pool_size=0, max_steps=3)
+    try:
+        env.reset(seed=0)
+        code = f"hits = web_search({query!r}, k=2)\nprint(hits[0]['id'], open_page(hits[0]['id'])[:80])"
+        _, _, _, _, info = env.step(f"<think>Search through the server.</think><code>{code}</code>")
+        assert info["cell_status"] == "ok", info["cell_outputs"]
+        assert info["cell_outputs"][0]["text"].startswith(first["id"])
+    finally:
+        env.close()
+
+
+def test_a_dead_server_is_an_error_the_agent_sees_and_the_episode_goes_on() -> None:
+    import gymnasium as gym
+
+    import l0_env
+
+    url = f"http://127.0.0.1:{free_port()}"
+    spec = {"backend": "http", "url": url, "retries": 0, "connect_timeout": 1}
+    env = gym.make(l0_env.ENV_ID, search=spec, sandbox="bwrap", pool_size=0, max_steps=3)
+    try:
+        env.reset(seed=0)
+        code = "try:\n    web_search('anything')\nexcept ToolError as e:\n    print('caught', e)"
+        _, _, terminated, _, info = env.step(f"<think>The server may be down.</think><code>{code}</code>")
+        text = info["cell_outputs"][0]["text"]
+        assert text.startswith("caught web_search failed:") and url in text, text
+        _, _, terminated, _, _ = env.step(
+            "<think>Answer anyway now.</think><code>submit_final_answer('x')</code>"
+        )
+        assert terminated
+    finally:
+        env.close()
