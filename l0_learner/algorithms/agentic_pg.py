@@ -252,16 +252,18 @@ class AgenticPG:
         return batches
 
     def _ref_logprobs(self, prompts: list, responses: list) -> torch.Tensor:
-        pad = self.tokenizer.pad_token_id
+        # No gradient here, so the cached-prompt path (shared system-prompt prefix computed once)
+        # gives the same values for less work.
+        kwargs = {
+            "pad_id": self.tokenizer.pad_token_id,
+            "temperature": self.cfg.temperature,
+            "prompt_grad": False,
+        }
         with torch.no_grad():
             if self.ref is not None:
-                return response_logprobs(
-                    self.ref, prompts, responses, pad_id=pad, temperature=self.cfg.temperature
-                )[0]
+                return response_logprobs(self.ref, prompts, responses, **kwargs)[0]
             with self.model.disable_adapter():
-                return response_logprobs(
-                    self.model, prompts, responses, pad_id=pad, temperature=self.cfg.temperature
-                )[0]
+                return response_logprobs(self.model, prompts, responses, **kwargs)[0]
 
     def update(self, episodes: Sequence[Episode], advantages: Sequence[Sequence[float]]) -> dict[str, float]:
         """One policy-gradient step on all steps of ``episodes`` (token-mean loss)."""
