@@ -129,6 +129,16 @@ def versions() -> dict[str, str]:
 # -- kernel process trees (psutil) -------------------------------------------------------------------
 
 
+def descendants() -> list[psutil.Process]:
+    """Live (non-zombie) descendants of this process."""
+    out = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+    return out
+
+
 def kernel_roots() -> list[psutil.Process]:
     """Live children of this process that launch an ipykernel (bwrap, or python when unsandboxed)."""
     roots = []

@@ -70,7 +70,7 @@ from typing import Any
 
 import gymnasium as gym
 import psutil
-from env_latency import machine_info, percentile, tree_memory, versions
+from env_latency import descendants, machine_info, percentile, tree_memory, versions
 
 import l0_env
 from l0_env.kernel import launcher
@@ -165,15 +165,6 @@ class TimedEnv(gym.Wrapper):
 
 
 # -- process accounting (psutil) ---------------------------------------------------------------------
-
-
-def descendants() -> list[psutil.Process]:
-    out = []
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-    return out
 
 
 def is_kernel(proc: psutil.Process) -> bool:

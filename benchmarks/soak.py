@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from env_latency import machine_info, versions
+from env_latency import descendants, machine_info, versions
 from tqdm import tqdm
 
 tqdm.monitor_interval = 0  # no monitor thread: the thread count is measured
@@ -154,15 +154,6 @@ def attack_script(kind: str, answer: str) -> list[str]:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def descendants() -> list[psutil.Process]:
-    out = []
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-    return out
 
 
 def uid_is_free(uid: int, lock_dir: str = "/tmp/l0_env-uids") -> bool:
