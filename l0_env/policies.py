@@ -11,22 +11,41 @@ from typing import Any
 import numpy as np
 
 from .checker import NASTY_ACTIONS
+from .rewards import normalize_answer
 
 
 class OraclePolicy:
-    """Searches the gold supporting titles, reads the pages, notes them, submits the gold answer.
+    """A scripted agent that knows the gold answer: for demonstrations, tests and reward checks.
+
+    Two ways to look things up:
+
+    - ``lookup="titles"`` searches each gold supporting title, opens the page and notes it (uses
+      gold knowledge a policy would not have; good for exercising tools and the notepad);
+    - ``lookup="question"`` searches the question text itself and prints the top hits, exactly
+      what a policy can imitate, then submits saying where the answer was seen. Used for SFT
+      demonstrations: `answer_visible` tells whether the answer could have been read off the
+      context, so a cold start teaches looking the answer up rather than guessing it.
 
     Args:
         answer: "gold" submits ``answers[0]``; "wrong" submits a deliberately wrong answer;
             "none" never submits (the episode is truncated at ``max_steps``).
-        read_steps: how many reading steps before submitting (one title per step, at least 1).
+        read_steps: how many reading steps before submitting (one title per step, at least 1;
+            ``lookup="question"`` always reads once).
+        lookup: "titles" or "question" (above).
+        k: hits printed by ``lookup="question"``.
     """
 
-    def __init__(self, answer: str = "gold", *, read_steps: int = 2) -> None:
+    def __init__(
+        self, answer: str = "gold", *, read_steps: int = 2, lookup: str = "titles", k: int = 3
+    ) -> None:
         if answer not in ("gold", "wrong", "none"):
             raise ValueError(f"answer must be 'gold', 'wrong' or 'none', got {answer!r}")
+        if lookup not in ("titles", "question"):
+            raise ValueError(f"lookup must be 'titles' or 'question', got {lookup!r}")
         self.answer = answer
-        self.read_steps = max(1, read_steps)
+        self.lookup = lookup
+        self.k = k
+        self.read_steps = 1 if lookup == "question" else max(1, read_steps)
         self._t = 0
 
     def __call__(self, observation: list[dict[str, str]], info: dict[str, Any]) -> str:
@@ -34,8 +53,20 @@ class OraclePolicy:
             self._t = 0
         self._t += 1
         task = info["task"]
+        if self.lookup == "question" and self._t == 1:
+            return (
+                "<think>I search the question and read the top hits.</think>\n"
+                "<code>\n"
+                f"for h in web_search({task['question']!r}, k={self.k}):\n"
+                '    print(h["title"], "-", h["snippet"])\n'
+                "</code>"
+            )
         titles = list(task.get("supporting_titles") or []) or [task["question"]]
-        if self._t <= self.read_steps and (self._t <= len(titles) or self._t == 1):
+        if (
+            self.lookup == "titles"
+            and self._t <= self.read_steps
+            and (self._t <= len(titles) or self._t == 1)
+        ):
             title = titles[min(self._t, len(titles)) - 1]
             return (
                 f"<think>I need the page about {title!r}. I search for it, open the matching hit and "
@@ -57,10 +88,24 @@ class OraclePolicy:
                 "<think>I keep reading instead of answering.</think>\n<code>print(len(notepad.facts))</code>"
             )
         answer = task["answers"][0] if self.answer == "gold" else "definitely not " + task["answers"][0]
+        if self.lookup == "question":
+            return f"<think>The hits say the answer is {answer}.</think>\n<code>submit_final_answer({answer!r})</code>"
         return (
             "<think>The notes answer the question, so I submit the answer now.</think>\n"
             f"<code>submit_final_answer({answer!r})</code>"
         )
+
+
+def answer_visible(answers: list[str] | str, observation: list[dict[str, str]]) -> bool:
+    """True when a gold answer can be read off the context: it appears in the messages (question,
+    cell outputs; compared after SQuAD normalisation, as whole words) or it is yes/no."""
+    golds = [answers] if isinstance(answers, str) else list(answers)
+    text = " " + normalize_answer(" ".join(m.get("content", "") for m in observation[1:])) + " "
+    for gold in golds:
+        norm = normalize_answer(gold)
+        if norm in ("yes", "no") or (norm and f" {norm} " in text):
+            return True
+    return False
 
 
 class RandomPolicy:

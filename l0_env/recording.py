@@ -86,7 +86,11 @@ def episode_to_notebook(episode: EpisodeLog) -> nbformat.NotebookNode:
         md = f"**Step {step.index}{who}** — reward {step.reward:+.4f}\n\n{think}"
         if step.problems:
             md += "\n\n> format problems: " + "; ".join(step.problems)
-        cells.append(v4.new_markdown_cell(md))
+        # The exact action and observation ride along, so a notebook is a lossless trajectory
+        # (SFT reads notebooks back: `notebook_to_episode`).
+        meta = {"l0": {"step": step.index, "action": step.action, "observation": step.observation}}
+        meta["l0"]["notepad"] = step.notepad
+        cells.append(v4.new_markdown_cell(md, metadata=meta))
         if step.code is None:
             continue
         cell = v4.new_code_cell(step.code, execution_count=step.index)
@@ -113,6 +117,60 @@ def episode_to_notebook(episode: EpisodeLog) -> nbformat.NotebookNode:
     }
     nbformat.validate(nb)
     return nb
+
+
+def notebook_to_episode(nb: nbformat.NotebookNode | str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an episode back from a notebook `episode_to_notebook` wrote (a node or a path).
+
+    Returns ``{"task", "system_prompt", "steps": [{"action", "observation", "notepad"}], ...}``,
+    the shape of ``EpisodeLog.to_dict()`` that episode readers take. Notebooks written before the
+    per-step metadata existed are read from their cells: the action is rebuilt from the think
+    and code, the observation from the cell outputs (close to, not exactly, what the agent saw).
+
+    Raises:
+        ValueError: The notebook was not written by l0_env (no ``metadata.l0``).
+    """
+    if not isinstance(nb, nbformat.NotebookNode):
+        nb = nbformat.read(os.fspath(nb), as_version=4)
+    meta = nb.metadata.get("l0")
+    if not meta or "task" not in meta or "system_prompt" not in meta:
+        raise ValueError(
+            "not an l0_env episode notebook: metadata.l0 with the task and system prompt is missing"
+        )
+    steps: list[dict[str, Any]] = []
+    cells = list(nb.cells)
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "markdown" or not cell.source.startswith("**Step "):
+            continue
+        saved = cell.metadata.get("l0")
+        if saved is not None:
+            steps.append({k: saved.get(k) for k in ("action", "observation", "notepad")})
+            continue
+        think = (
+            cell.source.split("\n\n", 1)[1].split("\n\n> format problems:")[0]
+            if "\n\n" in cell.source
+            else ""
+        )
+        code_cell = cells[i + 1] if i + 1 < len(cells) and cells[i + 1].cell_type == "code" else None
+        action = f"<think>{think}</think>\n<code>\n{code_cell.source}\n</code>" if code_cell else think
+        observation = "".join(_output_text(o) for o in code_cell.outputs) if code_cell else ""
+        steps.append({"action": action, "observation": observation, "notepad": {}})
+    return {
+        "task": meta["task"],
+        "system_prompt": meta["system_prompt"],
+        "steps": steps,
+        "final_answer": meta.get("final_answer"),
+        "total_reward": meta.get("total_reward"),
+        "metrics": meta.get("metrics", {}),
+    }
+
+
+def _output_text(out: Any) -> str:
+    if out.output_type == "stream":
+        return out.text
+    if out.output_type == "error":
+        return "\n".join(out.traceback) + "\n"
+    return out.get("data", {}).get("text/plain", "") + "\n"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

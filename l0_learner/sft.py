@@ -1,11 +1,13 @@
 """Cold start: record oracle demonstrations through the real env, then supervised fine-tuning.
 
 Small models cannot write the think+code format zero-shot (SmolLM2-135M: 0 of 16 well-formed
-steps), so RL alone gets no signal. The scripted oracle (``l0_env.policies.OraclePolicy``:
-searches the gold supporting titles, reads, submits the gold answer) plays episodes in the real
-sandboxed env on *training* questions only; every step becomes one sample (prompt = the exact chat
-context the env showed, response = the oracle's action). SFT minimises the token-mean negative
-log-likelihood of the action tokens (the prompt is not trained on).
+steps), so RL alone gets no signal. The scripted oracle (``l0_env.policies.OraclePolicy`` with
+``lookup="question"``: searches the question, prints the top hits, submits the gold answer) plays
+episodes in the real sandboxed env on *training* questions only. Only episodes whose answer can
+be read off the hits (or is yes/no) are kept, so the demonstrations teach looking the answer up,
+not guessing it. Every step becomes one sample (prompt = the exact chat context the env showed,
+response = the oracle's action). SFT minimises the token-mean negative log-likelihood of the
+action tokens (the prompt is not trained on).
 
 Command line::
 
@@ -13,8 +15,9 @@ Command line::
     python -m l0_learner.sft --model smollm2 --data my_episodes.jsonl --output-dir runs/sft
 
 ``--data`` takes JSONL of samples ``{"messages": [...], "action": "..."}`` (what ``record`` writes)
-or of episodes (``EpisodeLog.to_dict()`` lines from the env); for episodes the context is rebuilt
-with ``l0_env.context.render_context`` without trimming.
+or of episodes (``EpisodeLog.to_dict()`` lines from the env), an episode notebook (``.ipynb``
+that the env saved) or a folder of them; for episodes the context is rebuilt with
+``l0_env.context.render_context`` without trimming.
 """
 
 from __future__ import annotations
@@ -45,15 +48,29 @@ def record_demonstrations(
     out_path: str | Path | None = None,
     count_tokens: Any = None,
     max_context_tokens: int = 16_000,
+    lookup: str = "question",
+    only_visible: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Play the gold oracle on training questions until ``n_samples`` step samples are recorded.
 
-    Returns samples ``{"messages", "action", "task_id", "step"}``; also appended to ``out_path``.
+    Args:
+        lookup: The oracle's lookup (`l0_env.policies.OraclePolicy`): "question" searches the
+            question and prints the top hits, which a policy can imitate; "titles" reads the gold
+            supporting pages.
+        only_visible: Keep an episode only if its gold answer could be read off the context before
+            submitting (`l0_env.policies.answer_visible`). Otherwise a demonstration teaches the
+            model to produce answers it had no way to know, i.e. to guess.
+        stats: If given, filled with ``episodes`` played and ``kept``.
+
+    Returns:
+        Samples ``{"messages", "action", "task_id", "step"}`` (whole episodes; the last one may be
+        cut to ``n_samples``); also appended to ``out_path``.
     """
     import gymnasium as gym
 
     import l0_env
-    from l0_env.policies import OraclePolicy
+    from l0_env.policies import OraclePolicy, answer_visible
 
     env = gym.make(
         l0_env.ENV_ID,
@@ -68,59 +85,101 @@ def record_demonstrations(
     order = list(range(n_tasks))
     rng.shuffle(order)
     samples: list[dict[str, Any]] = []
+    played = kept = 0
     try:
-        k = 0
         while len(samples) < n_samples:
-            # Vary how many pages the oracle reads, so submitting at steps 2 and 3 both occur.
-            policy = OraclePolicy("gold", read_steps=rng.choice([1, 2]) if max_steps >= 3 else 1)
-            obs, info = env.reset(seed=seed + k, options={"task_index": order[k % n_tasks]})
-            k += 1
+            if only_visible and played >= n_tasks and kept == 0:
+                raise RuntimeError(
+                    f"no oracle episode on the {n_tasks} '{split}' questions shows its answer in the context; "
+                    "use only_visible=False or another search backend"
+                )
+            if played >= n_tasks * (1 if lookup == "question" else 4):
+                break  # the question oracle replays a question identically: one pass is all there is
+            # Vary how many pages the title oracle reads, so submitting at steps 2 and 3 both occur.
+            read_steps = rng.choice([1, 2]) if max_steps >= 3 else 1
+            policy = OraclePolicy("gold", read_steps=read_steps, lookup=lookup)
+            obs, info = env.reset(seed=seed + played, options={"task_index": order[played % n_tasks]})
+            played += 1
+            episode: list[dict[str, Any]] = []
             done = False
-            while not done and len(samples) < n_samples:
+            last_obs = obs
+            while not done:
                 action = policy(obs, info)
-                sample = {
-                    "messages": obs,
-                    "action": action,
-                    "task_id": info["task"]["id"],
-                    "step": info["step"],
-                }
+                episode.append(
+                    {"messages": obs, "action": action, "task_id": info["task"]["id"], "step": info["step"]}
+                )
+                last_obs = obs
+                obs, _r, terminated, truncated, info = env.step(action)
+                done = terminated or truncated
+            if only_visible and not answer_visible(info["task"]["answers"], last_obs):
+                continue
+            kept += 1
+            for sample in episode[: n_samples - len(samples)]:
                 samples.append(sample)
                 if out_path is not None:
                     append_jsonl(out_path, sample)
-                obs, _r, terminated, truncated, info = env.step(action)
-                done = terminated or truncated
     finally:
         env.close()
+    if stats is not None:
+        stats.update(episodes=played, kept=kept)
     return samples
 
 
 def load_samples(path: str | Path, *, max_steps: int = 12) -> list[dict[str, Any]]:
-    """Read SFT samples from JSONL: sample lines as they are, episode lines expanded per step."""
-    from l0_env.context import StepRecord, render_context
+    """Read SFT samples from JSONL, from an ``.ipynb`` episode notebook, or from a folder of them.
 
+    JSONL lines are samples (``messages``, ``action``) taken as they are, or episodes
+    (``EpisodeLog.to_dict()``) expanded per step; notebooks are episodes the env saved
+    (`l0_env.recording.notebook_to_episode`). For episodes the context of each step is rebuilt
+    with `l0_env.context.render_context` (no trimming; ``max_steps`` sets the budget notice).
+
+    Raises:
+        ValueError: A line or notebook that is none of these, or a folder without notebooks.
+    """
+    from l0_env.recording import notebook_to_episode
+
+    path = Path(path)
+    if path.is_dir():
+        notebooks = sorted(path.glob("*.ipynb"))
+        if not notebooks:
+            raise ValueError(f"{path}: a folder without .ipynb notebooks")
+        return [s for nb in notebooks for s in _episode_samples(notebook_to_episode(nb), max_steps)]
+    if path.suffix == ".ipynb":
+        try:
+            return _episode_samples(notebook_to_episode(path), max_steps)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     out: list[dict[str, Any]] = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
         if "messages" in row and "action" in row:
             out.append(row)
-            continue
-        if "steps" not in row or "system_prompt" not in row:
-            raise ValueError(f"{path}: a line is neither a sample (messages, action) nor an episode (steps)")
-        history: list[StepRecord] = []
-        notepad: dict[str, Any] = {}
-        for t, step in enumerate(row["steps"]):
-            ctx = render_context(
-                system=row["system_prompt"],
-                task=f"Question: {row['task']['question']}",
-                history=history,
-                notepad=notepad,
-                steps_left=max_steps - t,
-            )
-            out.append({"messages": ctx.messages, "action": step["action"], "task_id": row["task"].get("id")})
-            history.append(StepRecord(action=step["action"], observation=step["observation"]))
-            notepad = step.get("notepad") or {}
+        elif "steps" in row and "system_prompt" in row:
+            out.extend(_episode_samples(row, max_steps))
+        else:
+            raise ValueError(f"{path}:{n}: neither a sample (messages, action) nor an episode (steps)")
+    return out
+
+
+def _episode_samples(episode: dict[str, Any], max_steps: int) -> list[dict[str, Any]]:
+    from l0_env.context import StepRecord, render_context
+
+    out: list[dict[str, Any]] = []
+    history: list[StepRecord] = []
+    notepad: dict[str, Any] = {}
+    for t, step in enumerate(episode["steps"]):
+        ctx = render_context(
+            system=episode["system_prompt"],
+            task=f"Question: {episode['task']['question']}",
+            history=history,
+            notepad=notepad,
+            steps_left=max_steps - t,
+        )
+        out.append({"messages": ctx.messages, "action": step["action"], "task_id": episode["task"].get("id")})
+        history.append(StepRecord(action=step["action"], observation=step["observation"]))
+        notepad = step.get("notepad") or {}
     return out
 
 
@@ -213,7 +272,8 @@ class SFTArgs:
     output_dir: str = "runs/sft"
     """Where the fine-tuned model (save_pretrained) and the demonstrations go."""
     data: str | None = None
-    """JSONL of samples or episodes; None records oracle demonstrations on training questions."""
+    """JSONL of samples or episodes, an episode .ipynb, or a folder of them (a run's notebooks/);
+    None records oracle demonstrations on training questions."""
     demos: int = 64
     """Step samples to record when data is None."""
     max_steps: int = 3
