@@ -10,6 +10,8 @@ The main job (``--preset cpu-demo``, the README's command) runs the whole story 
 
 Without ``sft_demos``/``eval_questions`` it is plain RL. ``--resume`` continues from the newest
 checkpoint (finished stages are read from ``<output_dir>/stages.json`` and not redone).
+SIGTERM/SIGINT stop a run cleanly: exit status 143/130, the envs closed, the newest checkpoint and
+the metrics up to it kept, and the ``--resume`` command printed.
 
 Examples::
 
@@ -22,7 +24,10 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +36,8 @@ from typing import Any
 from l0_env.recording import atomic_write_text
 
 from .config import Config, parse_cli, to_dict
-from .runs import RunDir
+from .interrupt import Interrupted, StopOnSignals, critical
+from .runs import RunDir, checkpoint_iteration, find_checkpoints
 
 
 class Stages:
@@ -83,14 +89,54 @@ def _evaluate(cfg: Config, model: Any, tokenizer: Any, label: str) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the configured pipeline; returns ``{"evals": [...], "iterations": n, "seconds": s}``."""
+    """Run the configured pipeline; returns ``{"evals": [...], "iterations": n, "seconds": s}``.
+
+    SIGTERM or SIGINT stops it cleanly (see :mod:`l0_learner.interrupt`): the iteration in progress
+    is dropped, the envs are closed, the newest checkpoint and the metrics up to it stay, a message
+    says how to resume, and it exits with 143 (SIGTERM) or 130 (SIGINT). A full disk while a
+    checkpoint is written exits with status 1 and the same kind of message.
+    """
+    cfg = parse_cli(argv)
+    with StopOnSignals():
+        try:
+            return _run(cfg)
+        except Interrupted as exc:
+            print(
+                f"\ninterrupted by {exc.signame} {_stopped_at(cfg)}. {_resume_hint(cfg, argv)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC and "disk full" not in str(exc):
+                raise
+            raise SystemExit(f"error: {exc}\nstopped {_stopped_at(cfg)}. {_resume_hint(cfg, argv)}") from exc
+
+
+def _stopped_at(cfg: Config) -> str:
+    found = find_checkpoints(Path(cfg.output_dir))
+    if not found:
+        return f"before the first checkpoint (of {cfg.iterations} iterations; finished stages are kept)"
+    return (
+        f"at iteration {checkpoint_iteration(found[-1])} of {cfg.iterations}: the newest checkpoint, "
+        f"{found[-1]}, is complete; what came after it is redone on resume"
+    )
+
+
+def _resume_hint(cfg: Config, argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in args:
+        args.append("--resume")
+    return "Resume with: python -m l0_learner.run " + shlex.join(args)
+
+
+def _run(cfg: Config) -> dict[str, Any]:
     import torch
 
     from .algorithms.agentic_pg import ALGORITHMS, seed_everything
     from .eval import markdown_table
     from .policy import load_policy
 
-    cfg = parse_cli(argv)
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     if not cfg.resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
@@ -104,19 +150,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seed_everything(cfg.seed)
     evals: list[dict[str, Any]] = list(stages.data.get("evals", []))
 
-    def record_eval(row: dict[str, Any]) -> None:
-        evals.append(row)
-        stages.set("evals", evals)
+    def commit_eval(row: dict[str, Any], stage: str | None = None) -> None:
+        # The row and the stage mark are one commit: a stop signal waits until both are written.
+        with critical():
+            evals.append(row)
+            stages.set("evals", evals)
+            if stage is not None:
+                stages.set(stage, True)
 
     rl_model = cfg.model
+    model: Any = None
     needs_pre = (cfg.eval_questions and "eval_before" not in stages) or (
         cfg.sft_demos and "sft" not in stages
     )
     if needs_pre:
         model, tok = load_policy(cfg.model, device=cfg.device, dtype=cfg.dtype)
         if cfg.eval_questions and "eval_before" not in stages:
-            record_eval(_evaluate(cfg, model, tok, "before SFT" if cfg.sft_demos else "before RL"))
-            stages.set("eval_before", True)
+            label = "before SFT" if cfg.sft_demos else "before RL"
+            commit_eval(_evaluate(cfg, model, tok, label), "eval_before")
         if cfg.sft_demos and "sft" not in stages:
             from .algorithms.agentic_pg import TokenCounter
             from .sft import record_demonstrations, sft
@@ -145,21 +196,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 prompt_grad=cfg.prompt_grad,
                 progress=cfg.progress,
             )
-            model.save_pretrained(out / "sft")
-            tok.save_pretrained(out / "sft")
-            run.log_metrics(
-                0,
-                {
-                    "sft/loss_first": losses[0],
-                    "sft/loss_last": losses[-1],
-                    "sft/seconds": time.perf_counter() - t0,
-                    "sft/samples": len(samples),
-                },
-            )
-            stages.set("sft", str(out / "sft"))
-            if cfg.eval_questions:
-                record_eval(_evaluate(cfg, model, tok, "after SFT"))
-        del model
+            with critical():  # the SFT model, its metrics line and its stage mark: one commit
+                model.save_pretrained(out / "sft")
+                tok.save_pretrained(out / "sft")
+                run.log_metrics(
+                    0,
+                    {
+                        "sft/loss_first": losses[0],
+                        "sft/loss_last": losses[-1],
+                        "sft/seconds": time.perf_counter() - t0,
+                        "sft/samples": len(samples),
+                    },
+                )
+                stages.set("sft", str(out / "sft"))
+    if cfg.sft_demos and cfg.eval_questions and not any(e.get("stage") == "after SFT" for e in evals):
+        if model is None:  # stopped between SFT and its evaluation: evaluate the saved SFT model
+            model, tok = load_policy(stages["sft"], device=cfg.device, dtype=cfg.dtype)
+        commit_eval(_evaluate(cfg, model, tok, "after SFT"))
+    del model
     if cfg.sft_demos:
         rl_model = stages["sft"]
 
@@ -172,14 +226,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         algo.learn(cfg.iterations, progress=cfg.progress)
         if "final" not in stages or stages["final"] != algo.iteration:
-            model = algo.model.merge_and_unload() if cfg.lora_r > 0 else algo.model
-            model.save_pretrained(out / "final")
-            algo.tokenizer.save_pretrained(out / "final")
-            stages.set("final", algo.iteration)
+            with critical():
+                model = algo.model.merge_and_unload() if cfg.lora_r > 0 else algo.model
+                model.save_pretrained(out / "final")
+                algo.tokenizer.save_pretrained(out / "final")
+                stages.set("final", algo.iteration)
         if cfg.eval_questions and "eval_after_rl" not in stages:
             with torch.no_grad():
-                record_eval(_evaluate(cfg, algo.model, algo.tokenizer, "after RL"))
-            stages.set("eval_after_rl", True)
+                row = _evaluate(cfg, algo.model, algo.tokenizer, "after RL")
+            commit_eval(row, "eval_after_rl")
     finally:
         algo.close()
         run.close()

@@ -14,14 +14,20 @@ Layout::
         trainer_state.json   iteration, question order and position, NumPy generator state
 
 A checkpoint is written to a temporary folder beside its final name and renamed into place, so a
-crash never leaves a half-written checkpoint that ``--resume`` would pick up.
+crash, a stop signal or a full disk never leaves a half-written checkpoint that ``--resume`` would
+pick up; a failed write removes its temporary folder and raises ``OSError`` (``ENOSPC``, naming the
+checkpoint and the intact one before it, when the disk is full). ``metrics.jsonl`` is appended one
+whole line at a time; :meth:`RunDir.rollback_to` drops lines (and sample notebooks) of iterations
+after the checkpoint a run resumes from, so the log never holds an iteration twice.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,21 @@ import torch
 from l0_env.recording import append_jsonl, atomic_write_text, save_notebook
 
 CHECKPOINT_PREFIX = "iter_"
+_CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"\d+")
+_NOTEBOOK_NAME = re.compile(r"iter_(\d+)_.*\.ipynb")
+
+
+def find_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The complete checkpoints of a run directory, oldest first (temporary folders are skipped)."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(
+        p for p in root.glob(CHECKPOINT_PREFIX + "*") if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()
+    )
+
+
+def checkpoint_iteration(path: str | os.PathLike[str]) -> int:
+    """The iteration a checkpoint folder holds, from its name (``iter_000003`` -> 3)."""
+    return int(Path(path).name[len(CHECKPOINT_PREFIX) :])
 
 
 class RunDir:
@@ -62,6 +83,41 @@ class RunDir:
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
 
+    def rollback_to(self, iteration: int) -> int:
+        """Forget what was logged after ``iteration`` (the checkpoint a run continues from).
+
+        Drops ``metrics.jsonl`` lines of later iterations and any torn line (rewritten atomically),
+        later sample notebooks, and later TensorBoard points (``purge_step``). Lines of iteration 0
+        (the SFT stage) stay. Returns how many metrics lines were dropped.
+        """
+        metrics = self.path / "metrics.jsonl"
+        dropped = 0
+        if metrics.exists():
+            kept = []
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                    keep = int(record["iteration"]) <= iteration
+                except (ValueError, KeyError, TypeError):
+                    keep = False  # a torn line: a full disk cut a write short
+                if keep:
+                    kept.append(line + "\n")
+                else:
+                    dropped += 1
+            if dropped:
+                atomic_write_text(metrics, "".join(kept))
+        notebooks = self.path / "notebooks"
+        for nb in notebooks.glob("iter_*.ipynb") if notebooks.is_dir() else []:
+            m = _NOTEBOOK_NAME.fullmatch(nb.name)
+            if m and int(m.group(1)) > iteration:
+                nb.unlink(missing_ok=True)
+        if dropped and self._tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(str(self.path / "tb"), purge_step=iteration + 1)
+        return dropped
+
     def save_episode(self, episode_log: Any, name: str) -> Path | None:
         if episode_log is None:
             return None
@@ -75,8 +131,7 @@ class RunDir:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def checkpoints(self) -> list[Path]:
-        root = self.path / "checkpoints"
-        return sorted(p for p in root.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and ".tmp" not in p.name)
+        return find_checkpoints(self.path)
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
@@ -91,31 +146,90 @@ class RunDir:
         trainer_state: dict[str, Any],
         keep: int = 2,
     ) -> Path:
-        """Write the checkpoint of ``iteration`` atomically and prune older ones (keeps ``keep``)."""
+        """Write the checkpoint of ``iteration`` atomically and prune older ones (keeps ``keep``).
+
+        Raises:
+            OSError: The checkpoint could not be written (``errno.ENOSPC`` when the disk is full).
+                Nothing of it is left behind and the previous checkpoints are untouched.
+        """
         from safetensors.torch import save_file
 
-        final = self.path / "checkpoints" / f"{CHECKPOINT_PREFIX}{iteration:06d}"
+        root = self.path / "checkpoints"
+        final = root / f"{CHECKPOINT_PREFIX}{iteration:06d}"
         tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        weights = {
-            n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad
-        }
-        save_file(weights, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(
-            {"torch": torch.get_rng_state(), "python": random.getstate(), **_cuda_rng()}, tmp / "rng.pt"
-        )
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
-        for f in tmp.iterdir():  # data on disk before the rename makes it visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in self.checkpoints()[:-keep] if keep > 0 else []:
+        for leftover in root.glob(CHECKPOINT_PREFIX + "*.tmp*"):  # from a run killed mid-write
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            weights = {
+                n: p.detach().cpu().contiguous().clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
+            save_file(weights, str(tmp / "model.safetensors"))
+            del weights
+            rng = {"torch": torch.get_rng_state(), "python": random.getstate(), **_cuda_rng()}
+            # torch.save to an open file: a failed write raises the OSError itself (to a path it
+            # raises an opaque RuntimeError from the zip writer).
+            for name, obj in (("optimizer.pt", optimizer.state_dict()), ("rng.pt", rng)):
+                with open(tmp / name, "wb") as fh:
+                    torch.save(obj, fh)
+            with open(tmp / "trainer_state.json", "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(trainer_state, indent=2) + "\n")
+            for f in tmp.iterdir():  # data on disk before the rename makes it visible
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, Exception) and _disk_full(exc):
+                previous = self.latest_checkpoint()
+                raise OSError(
+                    errno.ENOSPC,
+                    f"No space left on device: could not write the checkpoint of iteration {iteration} "
+                    f"({type(exc).__name__}: {exc}); nothing of it was kept, the last checkpoint "
+                    f"{previous if previous else '(none yet)'} is intact. Free space in {root}, then "
+                    "continue with --resume",
+                    str(final),
+                ) from exc
+            raise
+        old = None
+        if final.exists():  # a rewrite of the same iteration: move the old copy aside first
+            old = final.with_name(final.name + ".tmp-old")
             shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.checkpoints()[:-keep] if keep > 0 else []:
+            shutil.rmtree(stale, ignore_errors=True)
         return final
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or an exhausted quota."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen)
+        if "No space left" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _cuda_rng() -> dict[str, Any]:

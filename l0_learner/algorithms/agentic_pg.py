@@ -354,9 +354,25 @@ class AgenticPG:
     def learn(
         self, total_iterations: int, callbacks: Sequence[Callback] = (), progress: bool = False
     ) -> AgenticPG:
-        """Train until ``self.iteration == total_iterations`` (counts resumed iterations too)."""
+        """Train until ``self.iteration == total_iterations`` (counts resumed iterations too).
+
+        With a run directory, what it logged after ``self.iteration`` (an earlier run stopped
+        after its last checkpoint) is dropped first, and each iteration's metrics line and
+        checkpoint are written as one commit that a stop signal does not split
+        (:mod:`l0_learner.interrupt`).
+        """
         from tqdm.auto import tqdm
 
+        from ..interrupt import critical
+
+        if self.run is not None:
+            dropped = self.run.rollback_to(self.iteration)
+            if dropped:
+                print(
+                    f"metrics.jsonl: dropped {dropped} line(s) after iteration {self.iteration} "
+                    "(not in the checkpoint; redone now)",
+                    flush=True,
+                )
         for cb in callbacks:
             cb.on_training_start(self)
         bar = tqdm(total=total_iterations, initial=self.iteration, disable=not progress, desc="RL", unit="it")
@@ -364,10 +380,11 @@ class AgenticPG:
             while self.iteration < total_iterations:
                 metrics = self.train_iteration()
                 if self.run is not None:
-                    self.run.log_metrics(self.iteration, metrics)
-                    last = self.iteration == total_iterations
-                    if self.iteration % max(1, self.cfg.save_every) == 0 or last:
-                        self.save()
+                    with critical():
+                        self.run.log_metrics(self.iteration, metrics)
+                        last = self.iteration == total_iterations
+                        if self.iteration % max(1, self.cfg.save_every) == 0 or last:
+                            self.save()
                 bar.update(1)
                 bar.set_postfix(
                     reward=f"{metrics['charts/reward']:.3f}",
