@@ -2,11 +2,19 @@
 
 Runs a few iterations of the agentic policy gradient (``l0_learner.algorithms.AgenticPG``) on the
 real sandboxed notebook env (or the pure-Python toy env with ``--env toy``) for each model and
-prints one row per model: generated tokens per second of generation time, trained (action) tokens
-per second of update time, and the shares of wall time spent generating, in the env (cells, search,
-resets) and training. Iteration 1 is a warm-up and is left out of the numbers.
+prints one row per model and rollout mode: generated tokens per second of generation time, trained
+(action) tokens per second of update time, and the shares of wall time spent generating, waiting for
+the env and training. Iteration 1 is a warm-up and is left out of the numbers.
+
+``env_pct`` is the time the rollout *waited* for the env (cells, search, resets) with nothing to
+generate; ``env_busy_pct`` is the time during which any env call was running, overlapped with
+generation or not. ``--rollout overlap`` (the default) lets finished episodes generate while other
+cells still run (``l0_learner.rollout``); ``--rollout sync`` runs the old synchronous rounds
+(``run_episodes(overlap=False)``): there env_pct == env_busy_pct. ``--rollout overlap sync`` measures
+both in one process, one after the other.
 
     python benchmarks/learner_throughput.py                       # tiny + smollm2 on CPU
+    python benchmarks/learner_throughput.py --models tiny --rollout overlap sync
     python benchmarks/learner_throughput.py --models smollm2 --device cuda --iterations 4
 """
 
@@ -22,7 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def bench(model: str, args: argparse.Namespace) -> dict:
+def bench(model: str, args: argparse.Namespace, rollout: str = "overlap") -> dict:
+    import functools
+
+    import l0_learner.algorithms.agentic_pg as apg
     from l0_learner.algorithms import AgenticPG
     from l0_learner.config import make_config
 
@@ -45,13 +56,26 @@ def bench(model: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     algo = AgenticPG(cfg)
     load_s = time.perf_counter() - t0
+    busy: list[float] = []  # RolloutTimings.env_busy_s per iteration (not in the iteration's metrics)
+    collect = algo.collect
+
+    def collect_and_keep() -> tuple:
+        episodes, stats, timings = collect()
+        busy.append(timings.env_busy_s)
+        return episodes, stats, timings
+
+    algo.collect = collect_and_keep  # type: ignore[method-assign]
+    run_episodes = apg.run_episodes
+    if rollout == "sync":
+        apg.run_episodes = functools.partial(run_episodes, overlap=False)
     rows = []
     try:
         for _ in range(args.iterations + 1):
             rows.append(algo.train_iteration())
     finally:
+        apg.run_episodes = run_episodes
         algo.close()
-    rows = rows[1:]  # warm-up: first kernel starts, index load, allocator growth
+    rows, busy = rows[1:], busy[1:]  # warm-up: first kernel starts, index load, allocator growth
 
     def total(key: str) -> float:
         return sum(r[key] for r in rows)
@@ -61,6 +85,7 @@ def bench(model: str, args: argparse.Namespace) -> dict:
     gen_tokens = sum(r["perf/gen_tokens_per_s"] * r["perf/generate_s"] for r in rows)
     return {
         "model": model,
+        "rollout": rollout,
         "params_m": sum(p.numel() for p in algo.model.parameters()) / 1e6,
         "load_s": load_s,
         "episodes": total("charts/episodes"),
@@ -70,6 +95,7 @@ def bench(model: str, args: argparse.Namespace) -> dict:
         "train_tok_s": total("perf/train_tokens") / train if train else 0.0,
         "gen_pct": 100 * gen / wall,
         "env_pct": 100 * env / wall,
+        "env_busy_pct": 100 * sum(busy) / wall,
         "train_pct": 100 * train / wall,
         "other_pct": 100 * (wall - gen - env - train) / wall,
         "wall_s": wall,
@@ -89,6 +115,13 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--prompt-grad", action="store_true", help="backpropagate through the prompt too")
+    parser.add_argument(
+        "--rollout",
+        nargs="+",
+        default=["overlap"],
+        choices=["overlap", "sync"],
+        help="rollout scheduling: overlap (slow cells do not hold up others) and/or sync rounds",
+    )
     args = parser.parse_args()
 
     import torch
@@ -107,6 +140,7 @@ def main() -> None:
     )
     cols = [
         ("model", "{}"),
+        ("rollout", "{}"),
         ("params_m", "{:.1f}M"),
         ("episodes", "{:.0f}"),
         ("steps/ep", "{:.2f}"),
@@ -115,6 +149,7 @@ def main() -> None:
         ("train_tok_s", "{:.1f}"),
         ("gen_pct", "{:.0f}%"),
         ("env_pct", "{:.0f}%"),
+        ("env_busy_pct", "{:.0f}%"),
         ("train_pct", "{:.0f}%"),
         ("other_pct", "{:.0f}%"),
         ("wall_s", "{:.1f}"),
@@ -122,8 +157,9 @@ def main() -> None:
     print("| " + " | ".join(c for c, _ in cols) + " |")
     print("|" + "---|" * len(cols))
     for model in args.models:
-        row = bench(model, args)
-        print("| " + " | ".join(fmt.format(row[c]) for c, fmt in cols) + " |", flush=True)
+        for rollout in args.rollout:
+            row = bench(model, args, rollout)
+            print("| " + " | ".join(fmt.format(row[c]) for c, fmt in cols) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ only the envs whose actions are ready and take each result as soon as it is done
 * ``step_some({i: action})`` / ``reset_some({i: {...}})``: step or reset a subset, concurrently;
 * ``iter_step_some({i: action})``: yield ``(i, result)`` in completion order;
 * ``astep(i, action)`` / ``areset(i)``: awaitables for asyncio rollouts.
+* ``submit_step(i, action)`` / ``submit_reset(i)``: ``concurrent.futures.Future`` s, for
+  thread-based rollouts that wait on whichever env finishes first.
 
 All envs share one warm kernel pool and one search index.
 """
@@ -157,6 +159,26 @@ class NotebookVectorEnv(VectorEnv):
         results = {i: f.result() for i, f in futures.items()}
         self._needs_reset[list(results)] = False
         return results
+
+    def submit_step(self, i: int, action: Any) -> cf.Future:
+        """Start env ``i``'s step on the worker threads; returns at once with a ``Future``.
+
+        ``future.result()`` is the step's ``(obs, reward, terminated, truncated, info)`` (or raises
+        what the step raised). Use it with ``concurrent.futures.wait`` to act on each env as soon
+        as its cell is done. Keep at most one call in flight per env.
+        """
+        self._check_indices([i])
+        return self._submit_step(int(i), action)
+
+    def submit_reset(self, i: int, *, seed: int | None = None, options: dict | None = None) -> cf.Future:
+        """Start env ``i``'s reset on the worker threads; returns at once with a ``Future`` of ``(obs, info)``."""
+        self._check_indices([i])
+        return self._executor.submit(self._reset_one, int(i), seed, options)
+
+    def _reset_one(self, i: int, seed: int | None, options: dict | None) -> ResetResult:
+        result = self.envs[i].reset(seed=seed, options=options)
+        self._needs_reset[i] = False  # before the future is done: a waiter sees the env as reset
+        return result
 
     async def astep(self, i: int, action: Any) -> StepResult:
         """Await one env's step (runs on the vector env's worker threads)."""

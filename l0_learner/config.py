@@ -58,6 +58,10 @@ class Config:
     """Context budget in policy tokens; older steps are trimmed past it."""
     num_envs: int = 8
     """Notebooks driven at once (one generation batch)."""
+    rollout_overlap: bool = True
+    """Generate for the episodes whose cells are back while other cells still run. Sampling then
+    depends on which prompts share a batch, i.e. on timing: turn it off for a seeded run that
+    reproduces exactly on the notebook env."""
 
     # -- generation --------------------------------------------------------------------------------
     backend: Literal["hf", "openai"] = "hf"

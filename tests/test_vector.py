@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import glob
 import json
 import os
@@ -116,6 +117,35 @@ def test_indexed_async_and_streaming_steps():
             venv.step_some({3: TRIVIAL})
     finally:
         venv.close()
+
+
+def test_submit_step_and_submit_reset_return_futures():
+    venv = NotebookVectorEnv(2, sandbox=SANDBOX, max_steps=2)
+    try:
+        resets = [venv.submit_reset(i, seed=i) for i in range(2)]
+        assert all(isinstance(f, cf.Future) for f in resets)
+        assert all(f.result()[1]["step"] == 0 for f in resets)
+        slow = "<think>This cell takes a while.</think><code>import time; time.sleep(2); print('slow')</code>"
+        futures = {venv.submit_step(0, slow): 0, venv.submit_step(1, TRIVIAL): 1}
+        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        assert [futures[f] for f in done] == [1], "the fast env's future is done first"
+        (fast_result,) = done
+        assert "42" in fast_result.result()[0][-1]["content"]
+        assert [f.result()[4]["step"] for f in futures] == [1, 1]
+        # The batched API sees envs reset through submit_reset as reset (no autoreset step).
+        venv.reset(seed=0)
+        _, _, _, truncated, _ = venv.step([TRIVIAL] * 2)
+        _, _, _, truncated, _ = venv.step([TRIVIAL] * 2)
+        assert truncated.all()
+        assert [venv.submit_reset(i).result()[1]["step"] for i in range(2)] == [0, 0]
+        _, _, _, _, infos = venv.step([TRIVIAL] * 2)
+        assert (infos["step"] == 1).all()
+        with pytest.raises(IndexError):
+            venv.submit_step(2, TRIVIAL)
+    finally:
+        venv.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        venv.submit_reset(0)
 
 
 def test_32_concurrent_sandboxed_episodes_equal_the_same_episodes_run_alone(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ What it simplifies:
   measure the sampler/trainer mismatch (``charts/logprob_mismatch``), not to correct for it.
 - Observation (tool output) tokens are never trained on: each step is its own sample whose
   response is only the action; the context is the prompt.
-- Rollout rounds are synchronous (see :mod:`l0_learner.rollout`); no separate inference engine.
+- Rollouts overlap generation with running cells (see :mod:`l0_learner.rollout`), but there is
+  no separate inference engine: generation and training take turns on one model.
 - With LoRA the reference policy is the base model with the adapters switched off.
 - ``prompt_grad=False`` (the CPU presets) runs each prompt under ``no_grad`` and trains on the
   action tokens given that cached context: identical logprobs and loss value, but the gradient
@@ -211,6 +212,7 @@ class AgenticPG:
                 jobs,
                 num_envs=cfg.num_envs,
                 keep_logs=keep_logs,
+                overlap=cfg.rollout_overlap,
                 progress=f"rollouts (round {rounds})" if cfg.progress else None,
             )
             timings.add(t)
@@ -338,6 +340,7 @@ class AgenticPG:
             {
                 "perf/generate_s": timings.generate_s,
                 "perf/env_s": timings.env_s,
+                "perf/env_busy_s": timings.env_busy_s,
                 "perf/train_s": train_s,
                 "perf/iteration_s": time.perf_counter() - t0,
                 "perf/gen_tokens_per_s": gen_tok / timings.generate_s if timings.generate_s else 0.0,

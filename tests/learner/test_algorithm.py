@@ -106,7 +106,7 @@ def test_dynamic_sampling_drops_uniform_groups_and_refills(tiny_path, monkeypatc
     # Round 1: 3 groups, 2 uniform (dropped at p=1); round 2 asks for 2 more, 1 is mixed; round 3 asks for 1.
     plan = [[[1, 1], [0, 1], [0, 0]], [[1, 0], [1, 1]], [[0, 0]]]
 
-    def fake_run(backend, venv, jobs, *, num_envs, keep_logs=0, progress=None):
+    def fake_run(backend, venv, jobs, *, num_envs, keep_logs=0, overlap=True, progress=None):
         k = len(rounds)
         rounds.append(len(jobs))
         groups = [_fake_group(em, jobs[2 * i].group) for i, em in enumerate(plan[k])]
