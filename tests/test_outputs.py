@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from l0_env.kernel.outputs import (
+    BACKGROUND,
+    BACKGROUND_LABEL,
     TRACEBACK_MAX_LINES,
     CellOutput,
     OutputCollector,
@@ -123,3 +125,37 @@ def test_format_outputs_empty_and_limit():
     assert format_outputs([], limit=100) == "(no output)"
     big = [CellOutput("stream", "stdout", "x" * 10_000)]
     assert len(format_outputs(big, limit=500)) <= 500 + 64
+
+
+def test_background_output_is_labelled_bounded_and_not_counted():
+    c = OutputCollector(background_keep=100)
+    c.add("stream", {"name": "stdout", "text": "own\n"})
+    c.add_background("stream", {"name": "stdout", "text": "H" * 50 + "x" * 1_000_000 + "T" * 50})
+    c.add_background("display_data", {"data": {"text/plain": "'shown'"}})
+    c.add_background("stream", {"name": "stderr", "text": "late\n"})
+    c.add_background("status", {"execution_state": "idle"})
+    c.add_note("error", "TimeoutError", "TimeoutError: late", is_error=True)
+    outs = c.finish()
+    assert (c.n_outputs, c.n_errors, c.total_chars) == (2, 1, 4)  # background: not the cell's
+    assert c.background_chars == 1_000_100 + len("'shown'") + len("late\n")
+    assert [(o.kind, o.name) for o in outs] == [
+        ("stream", "stdout"),
+        ("stream", BACKGROUND),
+        ("error", "TimeoutError"),
+    ]
+    assert outs[1].text.startswith("H" * 50 + "\n…[") and outs[1].text.endswith("'shown'\nlate\n")
+    assert len(outs[1].text) < 200
+    text = format_outputs(outs, limit=10_000)
+    assert text.startswith(f"own\n{BACKGROUND_LABEL}\nHHH") and text.endswith(
+        "late\n[error]\nTimeoutError: late"
+    )
+
+
+def test_a_cells_own_stream_cannot_claim_the_background_label():
+    c = OutputCollector()
+    c.add("stream", {"name": BACKGROUND, "text": "spoof"})
+    assert c.finish() == [CellOutput("stream", "stdout", "spoof")] and c.background_chars == 0
+    assert BACKGROUND_LABEL not in format_outputs(c.finish(), limit=100)
+    c.add_background("display_data", {"data": {"text/plain": "'a'"}})
+    c.add_background("stream", {"name": "stdout", "text": "b"})
+    assert c.finish()[-1] == CellOutput("stream", BACKGROUND, "'a'\nb")  # nothing cut, own lines

@@ -7,6 +7,26 @@ channel: a signal sent to the launcher would hit bubblewrap and kill the sandbox
 A cell past its time limit is interrupted; if the kernel does not go idle within a grace period
 (C code such as ``sum(range(10**12))`` ignores SIGINT) the whole sandbox is killed and a fresh
 kernel started, the tools reinstalled and the notepad restored from the host's last snapshot.
+
+Which output belongs to which cell: every iopub message carries the header of the request that
+caused it, and a cell's observation holds only the output of its own request. Two things make
+that hold under load:
+
+* An interrupt (cell timeout, output flood) is a control message that the kernel turns into a
+  SIGINT; when the cell ends on its own at the same moment, that SIGINT can arrive late and land
+  in the *next* cell (a KeyboardInterrupt there). So a cell we interrupted is only over when both
+  its ``idle`` status and the kernel's ``interrupt_reply`` (sent after the signal) are in; if the
+  reply does not come within ``interrupt_grace`` the kernel is restarted.
+* ipykernel stamps output from threads with whatever cell is running when they print. The kernel
+  gets a small patch (``_THREAD_PARENT_PATCH``): a thread's stdout/stderr/display carry the
+  header of the cell that started it (a ``ThreadPoolExecutor`` work item: that submitted it), so a thread that keeps printing after its cell ended shows
+  up in later cells as labelled *background* output (``outputs.OutputCollector.add_background``),
+  never as their own; it does not count toward their flood limit, but more than ``flood_chars``
+  of it during one cell restarts the kernel (the only way to stop a thread).
+
+After an interrupt the kernel has ``interrupt_grace`` to go idle. A flood leaves tens of MB in
+flight that a loaded host needs seconds to decode; while the messages read were sent within the
+grace the host waits up to ``BACKLOG_GRACE_FACTOR`` times as long before it calls the kernel stuck.
 """
 
 from __future__ import annotations
@@ -26,6 +46,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +71,62 @@ from .sandbox import (
 log = logging.getLogger(__name__)
 
 SandboxMode = Literal["auto", "bwrap", "none"]
+DRAIN_MAX_MESSAGES = 1_000  # per channel and call: a thread printing forever cannot stall a drain
+# After an interrupt the kernel has interrupt_grace to go idle; a host still decoding output the
+# kernel sent within that time (tens of MB of flood, on a loaded machine) waits up to this many
+# times the grace before it calls the kernel stuck.
+BACKLOG_GRACE_FACTOR = 3
 _IN_KERNEL_SOURCE = (Path(__file__).with_name("in_kernel.py")).read_text(encoding="utf-8")
+# Run in the kernel at start (see the module docstring): a thread writes with the parent header of
+# the code that started it (a thread pool's work item: of the code that submitted it), not of
+# whatever cell runs when it prints. Needs ``set_thread_parent``/``reset_thread_parent`` on the
+# streams and the display publisher (ipykernel 7 has them); without them nothing changes.
+_THREAD_PARENT_PATCH = """
+def _l0_patch_threads():
+    import sys, threading
+    from concurrent.futures import ThreadPoolExecutor
+    from IPython import get_ipython
+
+    original_start, original_submit = threading.Thread.start, ThreadPoolExecutor.submit
+    if getattr(original_start, "_l0_parent_patch", False):
+        return
+
+    def parents():
+        pubs = [sys.stdout, sys.stderr, getattr(get_ipython(), "display_pub", None)]
+        return [(p, p.parent_header) for p in pubs if hasattr(p, "reset_thread_parent")]
+
+    def start(self, *args, **kwargs):
+        headers = parents()
+        if headers:
+            run = self.run
+
+            def run_with_parent():
+                for pub, header in headers:
+                    pub.set_thread_parent(header)
+                return run()
+
+            self.run = run_with_parent
+        return original_start(self, *args, **kwargs)
+
+    def submit(self, fn, /, *args, **kwargs):
+        headers = parents()  # a pool's work item belongs to the cell that submitted it
+
+        def call_with_parent(*a, **k):
+            tokens = [(pub, pub.set_thread_parent(header)) for pub, header in headers]
+            try:
+                return fn(*a, **k)
+            finally:
+                for pub, token in reversed(tokens):
+                    pub.reset_thread_parent(token)
+
+        return original_submit(self, call_with_parent if headers else fn, *args, **kwargs)
+
+    start._l0_parent_patch = True
+    threading.Thread.start, ThreadPoolExecutor.submit = start, submit
+
+_l0_patch_threads()
+del _l0_patch_threads
+"""
 _bwrap_problem: str | bool | None = False  # False: not checked yet
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _bwrap_lock = threading.Lock()
@@ -69,6 +145,12 @@ def _client_context() -> zmq.Context:
             _zmq_context, _zmq_context_pid = zmq.Context(), os.getpid()
             _zmq_context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # default for new sockets
         return _zmq_context
+
+
+def _sent_at(msg: dict[str, Any]) -> float | None:
+    """When the kernel sent ``msg`` (its header's date; same clock as the host's), if known."""
+    date = msg.get("header", {}).get("date")
+    return date.timestamp() if isinstance(date, datetime) else None
 
 
 class _OutputTail:
@@ -107,7 +189,8 @@ class KernelConfig:
             else a loud warning and no sandbox), or "none".
         limits: resource limits inside the sandbox.
         cell_timeout: wall-clock seconds a cell may run before it is interrupted.
-        interrupt_grace: seconds to wait for an interrupted cell before killing the kernel.
+        interrupt_grace: seconds to wait for an interrupted cell to stop (and for the kernel to
+            confirm the interrupt) before killing the kernel.
         max_output_chars: characters of a cell's output shown to the agent (head + tail kept).
         flood_chars: a cell that prints more than this is interrupted (protects host memory).
         startup_timeout: seconds a kernel may take to start.
@@ -313,16 +396,28 @@ class SandboxedKernel:
             f"kernel iopub not connected after {self.config.startup_timeout}s: {self._log.text()}"
         )
 
-    def _drain_iopub(self) -> None:
-        """Drop queued messages of earlier cells without waiting (``_run`` filters by msg_id too)."""
+    def _drain_iopub(self, collector: OutputCollector | None = None) -> None:
+        """Take what is queued from earlier requests, without waiting and at most a bounded number.
+
+        iopub output goes to ``collector`` as background output (dropped without one); stale shell
+        replies (``execute_reply`` is never read) and control replies are dropped, so their queues
+        do not grow. ``_run`` filters by msg_id too: what arrives later is handled there.
+        """
         assert self._client is not None
+        client = self._client
+        for get in (client.get_shell_msg, client.get_control_msg):
+            with contextlib.suppress(queue.Empty):
+                for _ in range(DRAIN_MAX_MESSAGES):
+                    get(timeout=0)
         with contextlib.suppress(queue.Empty):
-            while True:
-                self._client.get_iopub_msg(timeout=0)
+            for _ in range(DRAIN_MAX_MESSAGES):
+                msg = client.get_iopub_msg(timeout=0)
+                if collector is not None:
+                    collector.add_background(msg["msg_type"], msg["content"])
 
     def _install_tools(self) -> None:
         bridge_path = self.bridge.path
-        code = (
+        code = _THREAD_PARENT_PATCH + (
             "import types as _t, sys as _s\n"
             "_m = _t.ModuleType('l0_tools')\n"
             f"exec(compile({_IN_KERNEL_SOURCE!r}, 'l0_tools', 'exec'), _m.__dict__)\n"
@@ -429,68 +524,121 @@ class SandboxedKernel:
         collector = OutputCollector(keep_chars=cfg.max_output_chars * 4, tail_chars=cfg.max_output_chars)
         if notice:
             collector.add_note("stream", "stderr", notice)
-        self._drain_iopub()
+        self._drain_iopub(collector)
         msg_id = self._client.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
         deadline = started + timeout
-        status, interrupted_at = "ok", None
+        status = "ok"
+        interrupt_id: str | None = None  # our interrupt_request, once sent
+        interrupted_at = interrupted_wall = 0.0
+        idle = acknowledged = behind = False
         while True:
             now = time.monotonic()
-            if interrupted_at is not None and now > interrupted_at + cfg.interrupt_grace:
-                return self._after_kill(collector, started, "timeout", code_timeout=timeout)
-            if interrupted_at is None and now > deadline:
-                self._interrupt()
-                interrupted_at, status = now, "timeout"
-            try:
-                msg = self._client.get_iopub_msg(timeout=0.1)
-            except queue.Empty:
+            # A host slow to decode a flood's backlog is no stuck kernel: while the messages it reads
+            # were sent within the grace, it waits longer (bounded).
+            grace = cfg.interrupt_grace * (BACKLOG_GRACE_FACTOR if behind else 1)
+            if interrupt_id is not None and now > interrupted_at + grace:
+                return self._after_kill(collector, started, status, self._stuck_reason(status, timeout, idle))
+            if interrupt_id is None and now > deadline:
+                interrupt_id, status = self._interrupt(), "timeout"
+                interrupted_at, interrupted_wall = now, time.time()
+            if interrupt_id is not None and not acknowledged:
+                # Not done until the SIGINT is sent: a late one would interrupt the next cell.
+                acknowledged = self._interrupt_acknowledged(interrupt_id, timeout=0.1 if idle else 0)
+            if idle:
+                behind = False
+                if acknowledged:
+                    break
                 if self._proc.poll() is not None:
                     return self._after_kill(collector, started, "died")
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
+            try:
+                msg = self._client.get_iopub_msg(timeout=0.1)
+            except queue.Empty:
+                behind = False
+                if self._proc.poll() is not None:
+                    return self._after_kill(collector, started, "died")
                 continue
+            if interrupt_id is not None:
+                sent = _sent_at(msg)
+                behind = sent is not None and sent < interrupted_wall + cfg.interrupt_grace
             msg_type, content = msg["msg_type"], msg["content"]
+            if msg["parent_header"].get("msg_id") != msg_id:
+                collector.add_background(msg_type, content)  # a thread of an earlier cell, say
+                if collector.background_chars > cfg.flood_chars:
+                    why = (
+                        f"OutputLimit: code that an earlier cell started (a background thread) printed over "
+                        f"{cfg.flood_chars} characters, so the kernel was restarted to stop it."
+                    )
+                    return self._after_kill(collector, started, "output_limit", why)
+                continue
             if msg_type == "status":
                 if content.get("execution_state") == "idle":
-                    break
+                    idle = True
+                    if interrupt_id is None:
+                        break
                 continue
-            if status == "timeout" and msg_type == "error" and content.get("ename") == "KeyboardInterrupt":
+            if (
+                interrupt_id is not None
+                and msg_type == "error"
+                and content.get("ename") == "KeyboardInterrupt"
+            ):
                 continue  # replaced by the clearer note below
             collector.add(msg_type, content)
-            if collector.total_chars > cfg.flood_chars and interrupted_at is None:
-                self._interrupt()
-                interrupted_at, status = time.monotonic(), "output_limit"
+            if collector.total_chars > cfg.flood_chars and interrupt_id is None:
+                interrupt_id, status = self._interrupt(), "output_limit"
+                interrupted_at, interrupted_wall = time.monotonic(), time.time()
         if status == "timeout":
-            collector.add_note(
-                "error",
-                "TimeoutError",
-                f"TimeoutError: the cell ran longer than {timeout:g}s and was interrupted.",
-                is_error=True,
-            )
+            collector.add_note("error", "TimeoutError", self._limit_message(status, timeout), is_error=True)
         elif status == "output_limit":
-            collector.add_note(
-                "error",
-                "OutputLimit",
-                f"OutputLimit: the cell printed over {cfg.flood_chars} characters and was stopped.",
-                is_error=True,
-            )
+            collector.add_note("error", "OutputLimit", self._limit_message(status, timeout), is_error=True)
         elif collector.n_errors:
             status = "error"
         return self._result(status, collector, started, restarted=False)
 
-    def _interrupt(self) -> None:
+    def _limit_message(self, status: str, timeout: float) -> str:
+        if status == "timeout":
+            return f"TimeoutError: the cell ran longer than {timeout:g}s and was interrupted."
+        return f"OutputLimit: the cell printed over {self.config.flood_chars} characters and was stopped."
+
+    def _stuck_reason(self, status: str, timeout: float, idle: bool) -> str:
+        """Why an interrupted cell ends in a restart: it did not stop, or the kernel did not confirm."""
+        if idle:
+            return (
+                f"{self._limit_message(status, timeout)} The kernel did not confirm the interrupt within "
+                f"{self.config.interrupt_grace:g}s (it could have hit the next cell), so it was restarted."
+            )
+        if status == "timeout":
+            return (
+                f"TimeoutError: the cell ran longer than {timeout:g}s and did not stop when interrupted "
+                "(stuck in C code), so the kernel was restarted."
+            )
+        return (
+            f"OutputLimit: the cell printed over {self.config.flood_chars} characters and did not stop "
+            "when interrupted, so the kernel was restarted."
+        )
+
+    def _interrupt(self) -> str:
+        """Ask the kernel to interrupt the running cell; returns the request's msg_id."""
         assert self._client is not None
         msg = self._client.session.msg("interrupt_request", content={})
         self._client.control_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def _interrupt_acknowledged(self, interrupt_id: str, timeout: float) -> bool:
+        """Whether the kernel's reply to ``interrupt_id`` is in: it is sent after the SIGINT."""
+        assert self._client is not None
+        with contextlib.suppress(queue.Empty):
+            for _ in range(DRAIN_MAX_MESSAGES):
+                reply = self._client.get_control_msg(timeout=timeout)
+                if reply["parent_header"].get("msg_id") == interrupt_id:
+                    return True
+                timeout = 0  # a stale reply of an earlier request: look at what else is queued
+        return False
 
     def _after_kill(
-        self, collector: OutputCollector, started: float, status: str, code_timeout: float = 0
+        self, collector: OutputCollector, started: float, status: str, why: str = ""
     ) -> CellResult:
-        if status == "timeout":
-            why = (
-                f"TimeoutError: the cell ran longer than {code_timeout:g}s and did not stop when interrupted "
-                "(stuck in C code), so the kernel was restarted."
-            )
-        else:
+        if status == "died":
             code = self._proc.returncode if self._proc else None
             why = f"KernelDied: the kernel process died (exit code {code}; out of memory or killed), so it was restarted."
         why += " All variables and imports are lost; the tools and the notepad are restored."
