@@ -120,7 +120,9 @@ class Config:
 
     # -- cold start and evaluation (cpu-demo) ----------------------------------------------------------
     sft_demos: int = 0
-    """Oracle demonstration episodes to record and fine-tune on before RL (0: no cold start)."""
+    """Oracle demonstration steps to record and fine-tune on before RL (0: no cold start). The
+    oracle searches the question, prints the hits and submits the gold answer; only episodes
+    whose answer the hits show are kept (see ``l0_learner.sft.record_demonstrations``)."""
     sft_epochs: int = 2
     """Epochs of supervised fine-tuning."""
     sft_lr: float = 5e-5
@@ -163,18 +165,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-demo": {
         "model": "smollm2",
         "output_dir": "runs/cpu-demo",
-        "iterations": 2,
+        "iterations": 4,
         "max_steps": 2,
         "num_envs": 8,
-        "max_new_tokens": 200,
+        "max_new_tokens": 128,  # the demonstrated actions are 30-115 tokens
         "max_context_tokens": 3072,
         "questions_per_batch": 2,
         "group_size": 4,
-        "lr": 2e-6,
+        "lr": 5e-6,
         "max_sampling_rounds": 2,
-        "sft_demos": 64,
+        "sft_demos": 112,  # every training question whose answer the oracle's search shows (56 of 100)
         "prompt_grad": False,
-        "eval_questions": 8,
+        "eval_questions": 32,
         "eval_max_steps": 2,
     },
     "gpu-7b": {

@@ -175,6 +175,7 @@ def _run(cfg: Config) -> dict[str, Any]:
             t0 = time.perf_counter()
             demo_path = out / "demonstrations.jsonl"
             demo_path.unlink(missing_ok=True)
+            demo_stats: dict[str, int] = {}
             samples = record_demonstrations(
                 cfg.sft_demos,
                 split=cfg.split,
@@ -184,6 +185,12 @@ def _run(cfg: Config) -> dict[str, Any]:
                 out_path=demo_path,
                 count_tokens=TokenCounter(tok),
                 max_context_tokens=cfg.max_context_tokens,
+                stats=demo_stats,
+            )
+            print(
+                f"[sft] {len(samples)} demonstration steps from {demo_stats['kept']} of "
+                f"{demo_stats['episodes']} oracle episodes (the others' answers were not in the hits)",
+                flush=True,
             )
             losses = sft(
                 model,
@@ -206,6 +213,8 @@ def _run(cfg: Config) -> dict[str, Any]:
                         "sft/loss_last": losses[-1],
                         "sft/seconds": time.perf_counter() - t0,
                         "sft/samples": len(samples),
+                        "sft/episodes_kept": demo_stats["kept"],
+                        "sft/episodes_played": demo_stats["episodes"],
                     },
                 )
                 stages.set("sft", str(out / "sft"))
