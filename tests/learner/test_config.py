@@ -29,7 +29,7 @@ def test_file_then_flags_override_the_preset(tmp_path) -> None:
     json_file = tmp_path / "c.json"
     json_file.write_text(json.dumps({"seed": 7, "iterations": 9}))
     cfg = parse_cli(["--preset", "cpu-demo", "--config", str(yaml_file), "--seed", "3"])
-    assert (cfg.lr, cfg.max_steps, cfg.seed, cfg.model, cfg.sft_demos) == (3e-6, 5, 3, "smollm2", 64)
+    assert (cfg.lr, cfg.max_steps, cfg.seed, cfg.model, cfg.sft_demos) == (3e-6, 5, 3, "smollm2", 112)
     cfg = parse_cli([f"--config={json_file}", "--iterations", "2", "--output-dir", "x", "--resume"])
     assert (cfg.seed, cfg.iterations, cfg.output_dir, cfg.resume, cfg.config) == (
         7,
