@@ -150,13 +150,14 @@ def _run(cfg: Config) -> dict[str, Any]:
     seed_everything(cfg.seed)
     evals: list[dict[str, Any]] = list(stages.data.get("evals", []))
 
-    def commit_eval(row: dict[str, Any], stage: str | None = None) -> None:
+    def commit_eval(row: dict[str, Any], stage: str | None = None, mark: Any = True) -> None:
         # The row and the stage mark are one commit: a stop signal waits until both are written.
+        # A row of the same stage is replaced (after RL, when --resume trains further).
         with critical():
-            evals.append(row)
+            evals[:] = [e for e in evals if e.get("stage") != row["stage"]] + [row]
             stages.set("evals", evals)
             if stage is not None:
-                stages.set(stage, True)
+                stages.set(stage, mark)
 
     rl_model = cfg.model
     model: Any = None
@@ -240,10 +241,12 @@ def _run(cfg: Config) -> dict[str, Any]:
                 model.save_pretrained(out / "final")
                 algo.tokenizer.save_pretrained(out / "final")
                 stages.set("final", algo.iteration)
-        if cfg.eval_questions and "eval_after_rl" not in stages:
+        # Marked with the iteration it evaluated: `--resume --iterations N` that trains further
+        # evaluates again.
+        if cfg.eval_questions and stages.data.get("eval_after_rl") != algo.iteration:
             with torch.no_grad():
                 row = _evaluate(cfg, algo.model, algo.tokenizer, "after RL")
-            commit_eval(row, "eval_after_rl")
+            commit_eval({**row, "iterations": algo.iteration}, "eval_after_rl", algo.iteration)
     finally:
         algo.close()
         run.close()
@@ -252,7 +255,8 @@ def _run(cfg: Config) -> dict[str, Any]:
         table = markdown_table(evals, label="stage")
         note = (
             f"\n\nHeld-out: the first {cfg.eval_questions} bundled HotpotQA dev questions (training used the "
-            f"'{cfg.split}' split); {cfg.eval_max_steps} steps per episode, greedy decoding.\n"
+            f"'{cfg.split}' split); {cfg.eval_max_steps} steps per episode, greedy decoding; "
+            f"after RL = after {algo.iteration} policy updates.\n"
         )
         atomic_write_text(out / "results.md", table + note)
         print("\n" + table, flush=True)

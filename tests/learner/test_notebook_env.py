@@ -189,3 +189,27 @@ def test_eval_and_sft_command_lines(tiny_path, tmp_path, capsys) -> None:
         ]
     )
     assert (model_dir / "config.json").exists() and (model_dir / "tokenizer.json").exists()
+
+
+def test_the_main_pipeline_evaluates_fine_tunes_trains_and_resumes_further(tiny_path, tmp_path) -> None:
+    """cpu-demo's stages on the tiny model: eval → demos → SFT → eval → RL → eval, then more RL."""
+    from l0_learner.run import main
+
+    out = tmp_path / "pipeline"
+    args = ["--preset", "tiny", "--model", tiny_path, "--output-dir", str(out), "--device", "cpu"]
+    args += ["--no-progress", "--no-tensorboard", "--sft-demos", "4", "--sft-epochs", "1"]
+    args += ["--eval-questions", "2", "--eval-max-steps", "2", "--iterations", "1"]
+    result = main(args)
+    assert [e["stage"] for e in result["evals"]] == ["before SFT", "after SFT", "after RL"]
+    assert all(e["n"] == 2 for e in result["evals"])
+    stages = json.loads((out / "stages.json").read_text())
+    assert (stages["final"], stages["eval_after_rl"]) == (1, 1)
+    assert (out / "sft" / "config.json").exists() and (out / "final" / "config.json").exists()
+    assert len((out / "demonstrations.jsonl").read_text().splitlines()) == 4
+    assert "after RL = after 1 policy updates" in (out / "results.md").read_text()
+    # Training further on resume re-evaluates after RL; the earlier stages are not redone.
+    result = main([*args[:-1], "2", "--resume"])
+    assert [e["stage"] for e in result["evals"]] == ["before SFT", "after SFT", "after RL"]
+    assert result["evals"][-1]["iterations"] == 2 and result["iterations"] == 2
+    assert json.loads((out / "stages.json").read_text())["eval_after_rl"] == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # SFT line + 2 iterations
