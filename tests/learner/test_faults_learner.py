@@ -26,25 +26,10 @@ import torch
 
 from l0_learner.runs import RunDir, find_checkpoints, load_checkpoint
 
+from .cli import cli_args
+
 ROOT = Path(__file__).resolve().parents[2]
 ITERATIONS = 5
-
-
-def cli_args(model: str, out: Path, *extra: str, env: str = "toy") -> list[str]:
-    return [
-        "--preset",
-        "tiny",
-        "--env",
-        env,
-        "--model",
-        model,
-        "--output-dir",
-        str(out),
-        "--device",
-        "cpu",
-        "--no-progress",
-        *extra,
-    ]
 
 
 def metrics_lines(out: Path) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ import pytest
 from l0_learner.eval import evaluate, load_eval_tasks, markdown_table
 from l0_learner.rollout import Job, run_episodes
 
+from .cli import cli_args
+
 
 def test_tiny_preset_on_the_notebook_env_writes_a_sample_notebook(tiny_path, tmp_path) -> None:
     import nbformat
@@ -16,22 +18,7 @@ def test_tiny_preset_on_the_notebook_env_writes_a_sample_notebook(tiny_path, tmp
     from l0_learner.run import main
 
     out = tmp_path / "tiny"
-    result = main(
-        [
-            "--preset",
-            "tiny",
-            "--model",
-            tiny_path,
-            "--output-dir",
-            str(out),
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--no-tensorboard",
-            "--iterations",
-            "1",
-        ]
-    )
+    result = main(cli_args(tiny_path, out, "--no-tensorboard", "--iterations", "1", env="notebook"))
     assert result["iterations"] == 1
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert line["charts/episodes"] == 4 and line["charts/steps_per_episode"] == 2  # random text never submits
@@ -196,8 +183,9 @@ def test_the_main_pipeline_evaluates_fine_tunes_trains_and_resumes_further(tiny_
     from l0_learner.run import main
 
     out = tmp_path / "pipeline"
-    args = ["--preset", "tiny", "--model", tiny_path, "--output-dir", str(out), "--device", "cpu"]
-    args += ["--no-progress", "--no-tensorboard", "--sft-demos", "4", "--sft-epochs", "1"]
+    args = cli_args(
+        tiny_path, out, "--no-tensorboard", "--sft-demos", "4", "--sft-epochs", "1", env="notebook"
+    )
     args += ["--eval-questions", "2", "--eval-max-steps", "2", "--iterations", "1"]
     result = main(args)
     assert [e["stage"] for e in result["evals"]] == ["before SFT", "after SFT", "after RL"]

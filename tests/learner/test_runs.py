@@ -11,6 +11,7 @@ import torch
 from l0_learner.algorithms import AgenticPG
 from l0_learner.runs import RunDir
 
+from .cli import cli_args
 from .test_algorithm import toy_config
 
 
@@ -68,19 +69,7 @@ def test_cli_runs_resumes_and_refuses_to_overwrite(tiny_path, tmp_path, capsys) 
     from l0_learner.run import main
 
     out = tmp_path / "cli"
-    args = [
-        "--preset",
-        "tiny",
-        "--env",
-        "toy",
-        "--model",
-        tiny_path,
-        "--output-dir",
-        str(out),
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
+    args = cli_args(tiny_path, out)
     result = main([*args, "--iterations", "2"])
     assert result["iterations"] == 2
     config = json.loads((out / "config.json").read_text())
