@@ -88,8 +88,14 @@ def episode_to_notebook(episode: EpisodeLog) -> nbformat.NotebookNode:
             md += "\n\n> format problems: " + "; ".join(step.problems)
         # The exact action and observation ride along, so a notebook is a lossless trajectory
         # (SFT reads notebooks back: `notebook_to_episode`).
-        meta = {"l0": {"step": step.index, "action": step.action, "observation": step.observation}}
-        meta["l0"]["notepad"] = step.notepad
+        meta = {
+            "l0": {
+                "step": step.index,
+                "action": step.action,
+                "observation": step.observation,
+                "notepad": step.notepad,
+            }
+        }
         cells.append(v4.new_markdown_cell(md, metadata=meta))
         if step.code is None:
             continue
