@@ -102,16 +102,14 @@ def record_demonstrations(
             played += 1
             episode: list[dict[str, Any]] = []
             done = False
-            last_obs = obs
             while not done:
                 action = policy(obs, info)
                 episode.append(
                     {"messages": obs, "action": action, "task_id": info["task"]["id"], "step": info["step"]}
                 )
-                last_obs = obs
                 obs, _r, terminated, truncated, info = env.step(action)
                 done = terminated or truncated
-            if only_visible and not answer_visible(info["task"]["answers"], last_obs):
+            if only_visible and not answer_visible(info["task"]["answers"], episode[-1]["messages"]):
                 continue
             kept += 1
             for sample in episode[: n_samples - len(samples)]:
