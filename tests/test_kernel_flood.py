@@ -165,3 +165,17 @@ def test_thread_pool_work_belongs_to_the_cell_that_submitted_it(kernel):
     later = kernel.execute("list(_pool.map(print, ['b', 'c'])); print('main')")
     assert later.status == "ok" and later.text == "b\nc\nmain" and later.n_outputs == 1
     kernel.execute("_pool.shutdown()")
+
+
+def test_a_malformed_message_from_the_kernel_is_dropped_not_raised(kernel):
+    # What a SIGINT in the middle of a send leaves: one multipart holding two messages' frames.
+    glued = (
+        "get_ipython().kernel.iopub_socket.send_multipart("
+        "[b'<IDS|MSG>', b'sig', b'<IDS|MSG>', b'not json', b'{}', b'{}', b'{}'])\n"
+        "import time; time.sleep(0.2); print('after')"
+    )
+    before = kernel.malformed_messages
+    result = kernel.execute(glued, timeout=10)
+    assert (result.status, result.text, result.restarted) == ("ok", "after", False)
+    assert kernel.malformed_messages == before + 1
+    assert_next_is_clean(kernel, 0)

@@ -289,6 +289,7 @@ class SandboxedKernel:
         self._log: _OutputTail | None = None
         self._closed = False
         self.restarts = 0
+        self.malformed_messages = 0  # dropped by _recv: they did not decode
         try:
             self._start()
         except BaseException:
@@ -366,7 +367,7 @@ class SandboxedKernel:
                 detail = self._log.text(wait=2.0)
                 raise KernelStartError(f"kernel exited with code {self._proc.returncode}: {detail}")
             try:
-                reply = self._client.get_shell_msg(timeout=0.2)
+                reply = self._recv("shell", 0.2)
             except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
@@ -380,7 +381,7 @@ class SandboxedKernel:
         # timeout. Ask again until a status message arrives on iopub.
         while time.monotonic() < deadline:
             try:
-                msg = self._client.get_iopub_msg(timeout=0.2)
+                msg = self._recv("iopub", 0.2)
             except queue.Empty:
                 if self._proc.poll() is not None:
                     break
@@ -390,11 +391,29 @@ class SandboxedKernel:
                 self._drain_iopub()
                 with contextlib.suppress(queue.Empty):
                     while True:
-                        self._client.get_shell_msg(timeout=0.05)
+                        self._recv("shell", 0.05)
                 return
         raise KernelStartError(
             f"kernel iopub not connected after {self.config.startup_timeout}s: {self._log.text()}"
         )
+
+    def _recv(self, channel: Literal["shell", "control", "iopub"], timeout: float) -> dict[str, Any]:
+        """The next message on ``channel`` within ``timeout`` seconds, else ``queue.Empty``.
+
+        A message that does not decode (not JSON, a bad signature, missing frames) is dropped and
+        reported as ``queue.Empty``, never raised: the kernel runs untrusted code, and a SIGINT
+        that lands while it sends a reply leaves that reply's frames glued to the next message
+        (seen under load after an output flood), so a malformed message must not crash the host.
+        """
+        assert self._client is not None
+        try:
+            return getattr(self._client, f"get_{channel}_msg")(timeout=timeout)
+        except queue.Empty:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self.malformed_messages += 1
+            log.warning("dropped a malformed %s message from the kernel: %s", channel, exc)
+            raise queue.Empty from None
 
     def _drain_iopub(self, collector: OutputCollector | None = None) -> None:
         """Take what is queued from earlier requests, without waiting and at most a bounded number.
@@ -403,15 +422,13 @@ class SandboxedKernel:
         replies (``execute_reply`` is never read) and control replies are dropped, so their queues
         do not grow. ``_run`` filters by msg_id too: what arrives later is handled there.
         """
-        assert self._client is not None
-        client = self._client
-        for get in (client.get_shell_msg, client.get_control_msg):
+        for channel in ("shell", "control"):
             with contextlib.suppress(queue.Empty):
                 for _ in range(DRAIN_MAX_MESSAGES):
-                    get(timeout=0)
+                    self._recv(channel, 0)
         with contextlib.suppress(queue.Empty):
             for _ in range(DRAIN_MAX_MESSAGES):
-                msg = client.get_iopub_msg(timeout=0)
+                msg = self._recv("iopub", 0)
                 if collector is not None:
                     collector.add_background(msg["msg_type"], msg["content"])
 
@@ -552,7 +569,7 @@ class SandboxedKernel:
                     return self._after_kill(collector, started, "died")
                 continue
             try:
-                msg = self._client.get_iopub_msg(timeout=0.1)
+                msg = self._recv("iopub", 0.1)
             except queue.Empty:
                 behind = False
                 if self._proc.poll() is not None:
@@ -629,7 +646,7 @@ class SandboxedKernel:
         assert self._client is not None
         with contextlib.suppress(queue.Empty):
             for _ in range(DRAIN_MAX_MESSAGES):
-                reply = self._client.get_control_msg(timeout=timeout)
+                reply = self._recv("control", timeout)
                 if reply["parent_header"].get("msg_id") == interrupt_id:
                     return True
                 timeout = 0  # a stale reply of an earlier request: look at what else is queued
