@@ -76,6 +76,8 @@ class Episode:
     steps: list[StepSample] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     log: Any = None
+    answer: str | None = None
+    """The submitted final answer (None when the episode ended without one)."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -247,6 +249,7 @@ def run_episodes(
                 )
                 if terminated or truncated:
                     ep.metrics = dict(info.get("episode", {}))
+                    ep.answer = info.get("final_answer")
                     if k < keep_logs:
                         ep.log = episode_log(venv, slot)
                     done[k] = ep

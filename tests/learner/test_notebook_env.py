@@ -133,28 +133,31 @@ def test_eval_and_sft_command_lines(tiny_path, tmp_path, capsys) -> None:
     from l0_learner import eval as eval_cli
     from l0_learner import sft as sft_cli
 
-    out = tmp_path / "eval.jsonl"
+    out = tmp_path / "eval"
     rows = eval_cli.main(
         [
             "--model",
             tiny_path,
             "--data",
-            "hotpotqa-dev",
+            "hotpotqa-dev[3:]",
             "--n",
             "2",
             "--max-steps",
             "1",
             "--max-new-tokens",
             "8",
-            "--output",
+            "--output-dir",
             str(out),
             "--device",
             "cpu",
         ]
     )
-    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["dataset"] == "hotpotqa-dev"
-    assert json.loads(out.read_text())["em"] == 0.0
-    assert "| hotpotqa-dev | 2 |" in capsys.readouterr().out
+    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["dataset"] == "hotpotqa-dev[3:]"
+    assert json.loads((out / "results.json").read_text())["results"][0]["em"] == 0.0
+    predictions = [json.loads(line) for line in (out / "predictions-hotpotqa-dev_3-end.jsonl").open()]
+    dev = load_eval_tasks("hotpotqa-dev", 5)
+    assert [p["id"] for p in predictions] == [dev[3]["id"], dev[4]["id"]]
+    assert "| hotpotqa-dev[3:] | 2 |" in capsys.readouterr().out
     data = tmp_path / "samples.jsonl"
     sample = {
         "messages": [{"role": "user", "content": "Question: capital?"}],
