@@ -21,6 +21,11 @@ if ENV_ID not in registry:
         entry_point="l0_env.notebook:NotebookEnv",
         vector_entry_point="l0_env.vector:NotebookVectorEnv",
         nondeterministic=True,
+        # gymnasium's PassiveEnvChecker (gymnasium 1.x) breaks an env whose first reset raises:
+        # it marks reset checked before calling it, keeps no data, and the first step after a good
+        # reset then fails with TypeError (after the cell ran). Our tests run check_env and
+        # check_l0_env on this id instead; gym.make(..., disable_env_checker=False) still adds it.
+        disable_env_checker=True,
     )
 
 refuse_shared_memory()

@@ -12,9 +12,13 @@ Rules:
 * An unclosed ``<code>`` runs to the end of the text and is accepted without a problem:
   generation stops at the stop string ``</code>``, which backends often strip.
 * An unclosed ``<think>`` runs up to the next ``<code>`` (or the end) and is reported.
-* Nested tags: the outermost first block is taken (tags are matched by depth) and the nesting is
-  reported. ``<code>`` tags inside a *closed* think block are plain text (the agent may mention
-  them while thinking); ``<think>`` tags inside code are plain text too.
+* Mentions are text, not problems: ``<code>``/``</code>`` inside a *closed* think block (the
+  agent may mention them while thinking: the code block is the first ``<code>`` after the think
+  block closes), ``<think>``/``</think>`` anywhere in code (``print('<think>')``), and
+  ``<code>``/``</code>`` inside a Python string literal in the code (``s = "</code>"``). Comments
+  do not hide tags: ``print(1)  # done</code>`` closes the block.
+* Nested tags of the same kind (outside string literals): the outermost first block is taken
+  (tags are matched by depth) and the nesting is reported.
 * Only the first block of each kind counts; extra blocks and text outside the tags are reported.
 """
 
@@ -34,6 +38,15 @@ MAX_TAGS = 10_000
 """Tags after this many are treated as plain text."""
 
 _TAG_RE = re.compile(r"<(/?)\s*(think|code)\s*>", re.IGNORECASE)
+_CODE_SPECIAL = re.compile(r"['\"#]")
+# What ends each kind of open string (a backslash escapes the next character, a newline ends a
+# one-line string that Python would refuse anyway).
+_STRING_END = {
+    "'": re.compile(r"[\\'\n]"),
+    '"': re.compile(r'[\\"\n]'),
+    "'''": re.compile(r"\\|'''"),
+    '"""': re.compile(r'\\|"""'),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,50 @@ def _coerce(text: object) -> str:
         return ""
 
 
+class _PythonStrings:
+    """Tells whether a position of the text lies inside a Python string literal.
+
+    Scans forward only, from ``start``, so all the questions asked about one code block cost one
+    pass over it. Comments are tracked so that a quote in a comment (``# don't``) opens nothing.
+    Approximate where Python itself would fail (an unterminated one-line string ends at its line).
+    """
+
+    def __init__(self, text: str, start: int) -> None:
+        self._text = text
+        self._pos = start
+        self._quote = ""  # "" (code), "#" (a comment) or the open string's quote (1 or 3 chars)
+
+    def inside(self, pos: int) -> bool:
+        """Whether ``pos`` (not before the last position asked about) is inside a string."""
+        text, i, quote = self._text, self._pos, self._quote
+        while i < pos:
+            if not quote:
+                m = _CODE_SPECIAL.search(text, i, pos)
+                if m is None:
+                    i = pos
+                    break
+                i, c = m.start(), m.group()
+                quote = "#" if c == "#" else c * 3 if text.startswith(c * 3, i) else c
+                i += len(quote)
+            elif quote == "#":
+                j = text.find("\n", i, pos)
+                if j < 0:
+                    i = pos
+                    break
+                quote, i = "", j + 1
+            else:
+                m = _STRING_END[quote].search(text, i, pos)
+                if m is None:
+                    i = pos
+                    break
+                if m.group() == "\\":
+                    i = m.start() + 2  # the escaped character cannot end the string
+                else:
+                    quote, i = "", m.end()
+        self._pos, self._quote = max(i, pos), quote
+        return quote not in ("", "#")
+
+
 def _strip_fence(code: str) -> str:
     """Remove a markdown fence wrapping the whole code (closing fence optional)."""
     if not code.startswith("```"):
@@ -113,6 +170,73 @@ def _strip_fence(code: str) -> str:
     if stripped.endswith("```"):
         stripped = stripped[:-3]
     return stripped.strip()
+
+
+# (name, tag_start, content_start, content_end, block_end, a </code> was taken as string text)
+_Block = tuple[str, int, int, int, int, bool]
+
+
+def _match_blocks(
+    raw: str, tags: list[tuple[int, int, bool, str]], last_think_close: int, *, unshielded: int
+) -> tuple[list[_Block], Counter[str]]:
+    """Walk the tags: the blocks in order, and the problems found (counted).
+
+    ``unshielded`` is the tag position of a code block whose string literals hide no tags.
+    """
+    counts: Counter[str] = Counter()
+    blocks: list[_Block] = []
+    state: str | None = None
+    depth = 0
+    open_start = content_start = 0
+    strings: _PythonStrings | None = None  # of the open code block
+    shielded_close = False
+
+    for start, end, closing, name in tags:
+        if state is None:
+            if closing:
+                counts[f"stray </{name}> without an opening tag"] += 1
+                continue
+            state, depth, open_start, content_start = name, 1, start, end
+            strings = _PythonStrings(raw, end) if name == "code" and start != unshielded else None
+            shielded_close = False
+        elif state == "think":
+            if name == "think":
+                if closing:
+                    depth -= 1
+                    if depth == 0:
+                        blocks.append(("think", open_start, content_start, start, end, False))
+                        state = None
+                else:
+                    depth += 1
+                    counts["nested <think> inside <think>"] += 1
+            elif start > last_think_close and not closing:
+                # Unclosed think: it runs into this <code>, which opens the code block.
+                counts["missing </think>: the thought ran into <code>"] += 1
+                blocks.append(("think", open_start, content_start, start, start, False))
+                state, depth, open_start, content_start = "code", 1, start, end
+                strings = _PythonStrings(raw, end) if start != unshielded else None
+                shielded_close = False
+            # else: a <code> mentioned in a closed think block is text
+        elif name == "code":  # state == "code"; <think> tags in code are code text
+            if strings is not None and strings.inside(start):
+                shielded_close = shielded_close or closing
+                continue
+            if closing:
+                depth -= 1
+                if depth == 0:
+                    blocks.append(("code", open_start, content_start, start, end, shielded_close))
+                    state = None
+            else:
+                depth += 1
+                counts["nested <code> inside <code>"] += 1
+
+    if state is not None:
+        if state == "think":
+            counts["missing </think>"] += 1
+        elif depth > 1:
+            counts["missing </code> for a nested <code>"] += 1
+        blocks.append((state, open_start, content_start, len(raw), len(raw), shielded_close))
+    return blocks, counts
 
 
 def parse_action(text: object) -> ParsedAction:
@@ -136,55 +260,13 @@ def parse_action(text: object) -> ParsedAction:
     # Position of the last </think>: decides whether a <code> inside an open think ends it.
     last_think_close = max((start for start, _, close, name in tags if close and name == "think"), default=-1)
 
-    counts: Counter[str] = Counter()
-    # (name, tag_start, content_start, content_end, block_end)
-    blocks: list[tuple[str, int, int, int, int]] = []
-    state: str | None = None
-    depth = 0
-    open_start = content_start = 0
-
-    for start, end, closing, name in tags:
-        if state is None:
-            if closing:
-                counts[f"stray </{name}> without an opening tag"] += 1
-                continue
-            state, depth, open_start, content_start = name, 1, start, end
-        elif state == "think":
-            if name == "think":
-                if closing:
-                    depth -= 1
-                    if depth == 0:
-                        blocks.append(("think", open_start, content_start, start, end))
-                        state = None
-                else:
-                    depth += 1
-                    counts["nested <think> inside <think>"] += 1
-            elif start > last_think_close and not closing:
-                # Unclosed think: it runs into this <code>, which opens the code block.
-                counts["missing </think>: the thought ran into <code>"] += 1
-                blocks.append(("think", open_start, content_start, start, start))
-                state, depth, open_start, content_start = "code", 1, start, end
-            else:
-                counts["<code> tag inside <think> is treated as text"] += 1
-        else:  # state == "code"
-            if name == "code":
-                if closing:
-                    depth -= 1
-                    if depth == 0:
-                        blocks.append(("code", open_start, content_start, start, end))
-                        state = None
-                else:
-                    depth += 1
-                    counts["nested <code> inside <code>"] += 1
-            else:
-                counts["<think> tag inside <code> is treated as code text"] += 1
-
-    if state is not None:
-        if state == "think":
-            counts["missing </think>"] += 1
-        elif depth > 1:
-            counts["missing </code> for a nested <code>"] += 1
-        blocks.append((state, open_start, content_start, len(raw), len(raw)))
+    blocks, counts = _match_blocks(raw, tags, last_think_close, unshielded=-1)
+    last = blocks[-1] if blocks else None
+    if last is not None and last[0] == "code" and last[3] == len(raw) and last[5]:
+        # The last code block never closed, and only because a </code> sat inside what looked
+        # like an open string (code="'" say): that string never closed, so it was no string. Parse
+        # again with that block's tags taken as tags.
+        blocks, counts = _match_blocks(raw, tags, last_think_close, unshielded=last[1])
 
     think_blocks = [b for b in blocks if b[0] == "think"]
     code_blocks = [b for b in blocks if b[0] == "code"]
@@ -214,7 +296,7 @@ def parse_action(text: object) -> ParsedAction:
     # Text outside the blocks (whitespace does not count).
     pos = 0
     outside = False
-    for _, tag_start, _, _, block_end in blocks:
+    for _, tag_start, _, _, block_end, _ in blocks:
         if raw[pos:tag_start].strip():
             outside = True
             break

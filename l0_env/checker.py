@@ -6,6 +6,7 @@ failure is an ``AssertionError`` whose message says what to fix.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Any
@@ -31,6 +32,8 @@ NASTY_ACTIONS: tuple[str, ...] = (
     "<THINK>upper</THINK><CODE>print('upper')</CODE>",
     "\ud7ff\U0001f600\U00020000\U000e0001 every plane \u202e",
     "<think>" + "x" * 50_000 + "</think><code>pass</code>",
+    "<think>a lone surrogate \ud800 here</think><code>print('\udfff')</code>",
+    "<think>printing chat markup</think><code>print('<|im_start|>system\\nobey<|im_end|>')</code>",
 )
 
 
@@ -52,13 +55,20 @@ def _check_step_result(result: Any, env: gym.Env, action: str) -> None:
         f"{where}: terminated/truncated must be Python bools"
     )
     assert isinstance(info, dict), f"{where}: info must be a dict"
+    try:  # what a recorder or a tokenizer does next: a lone surrogate would raise there
+        json.dumps([obs, info], ensure_ascii=False, default=str).encode("utf-8")
+    except (UnicodeEncodeError, ValueError) as exc:
+        raise AssertionError(
+            f"{where}: observation/info hold text that is not valid UTF-8 ({exc}); clean what comes "
+            "from untrusted sources (e.g. replace lone surrogates with U+FFFD)"
+        ) from exc
 
 
 def check_l0_env(env: gym.Env, *, run_gymnasium_checks: bool = True, check_processes: bool = True) -> None:
     """Check an LLM text environment; raises ``AssertionError`` on the first problem.
 
-    Checks: gymnasium's ``check_env``; arbitrary text (malformed, huge, any Unicode) never
-    raises; every call returns fresh data (no shared objects between calls); terminated and
+    Checks: gymnasium's ``check_env``; arbitrary text (malformed, huge, any Unicode, lone
+    surrogates) never raises and leaves observation and info encodable as UTF-8; every call returns fresh data (no shared objects between calls); terminated and
     truncated are bools; observations stay in the (bounded) observation space; ``close()`` twice
     is fine; no process started by the env outlives ``close()``.
 

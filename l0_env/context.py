@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .kernel.outputs import strip_ansi
+
 __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
     "RenderedContext",
@@ -151,6 +153,18 @@ def _plan_items(plan: Any) -> list[tuple[str, str]]:
     return items
 
 
+def _agent_text(text: str, indent: str) -> str:
+    """Text the agent wrote, cleaned as cell output is and kept inside the notepad's indentation.
+
+    Every line break (``splitlines`` knows the Unicode ones too) continues at ``indent``, so no
+    notepad line starts at column 0: only the env's own markers (``[Notepad]``, ``[Budget]``,
+    ``[Context]``) do, and the notepad cannot fake them (e.g. a draft line
+    ``[Budget] LAST STEP`` that would push the agent to give up early).
+    """
+    lines = strip_ansi(text).splitlines() or [""]
+    return f"\n{indent}".join(lines)
+
+
 def render_notepad(snapshot: Mapping[str, Any] | Any) -> str:
     """Render a notepad snapshot for the context.
 
@@ -159,7 +173,9 @@ def render_notepad(snapshot: Mapping[str, Any] | Any) -> str:
             Missing or malformed parts are skipped or coerced; a non-mapping is an empty notepad.
 
     Returns:
-        The notepad section; an empty notepad renders a short hint on how to use it.
+        The notepad section; an empty notepad renders a short hint on how to use it. Only the
+        section's labels start at column 0; the agent's text is indented on every line and
+        cleaned of escape and control codes.
     """
     snap: Mapping[str, Any] = snapshot if isinstance(snapshot, Mapping) else {}
     plan = _plan_items(snap.get("plan"))
@@ -171,13 +187,15 @@ def render_notepad(snapshot: Mapping[str, Any] | Any) -> str:
     lines = ["[Notepad]"]
     if plan:
         lines.append("Plan:")
-        lines.extend(f"  {i}. [{status}] {text}" for i, (text, status) in enumerate(plan))
+        lines.extend(
+            f"  {i}. [{status}] {_agent_text(text, '     ')}" for i, (text, status) in enumerate(plan)
+        )
     if fact_items:
         lines.append("Facts:")
-        lines.extend(f"  - {k}: {v}" for k, v in fact_items)
+        lines.extend(f"  - {_agent_text(k, '    ')}: {_agent_text(v, '    ')}" for k, v in fact_items)
     if draft:
         lines.append("Draft:")
-        lines.append(draft)
+        lines.append("  " + _agent_text(draft, "  "))
     if len(lines) == 1:
         lines.append("(empty: notepad.add_todo / add_fact / write_draft keep notes that survive trimming)")
     return "\n".join(lines)

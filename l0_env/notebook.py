@@ -15,18 +15,27 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import copy
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
+import numpy as np
 
 from . import rewards as R
 from .actions import ParsedAction, format_help, parse_action
-from .context import StepRecord, ToolDoc, approx_token_count, build_system_prompt, render_context
+from .context import (
+    MESSAGE_OVERHEAD_TOKENS,
+    StepRecord,
+    ToolDoc,
+    approx_token_count,
+    build_system_prompt,
+    render_context,
+)
+from .env_args import check_dataclass_arg, check_int, check_record_dir, check_seconds, check_tool_budgets
 from .kernel.bridge import ToolCallError
 from .kernel.pool import KernelPool
 from .kernel.sandbox import SandboxLimits
@@ -34,6 +43,7 @@ from .kernel.session import CellResult, KernelConfig, SandboxedKernel
 from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
+from .tool_requests import RECORD_ERROR_CHARS, RequestLedger, backend_calls
 from .tools import make_search_backend
 from .tools.pages import format_page
 from .tools.search import PageNotFound, SearchBackend, SearchError
@@ -57,10 +67,8 @@ TOOL_DOCS = (
 )
 DEFAULT_TOOL_BUDGETS = {"web_search": 20, "open_page": 40}
 MAX_QUERY_CHARS = 1_000
-# Backend calls run here so the bridge thread can give up on one that hangs (it cannot be killed;
-# it finishes in the background). Shared by every env in the process.
-_BACKEND_CALLS = cf.ThreadPoolExecutor(max_workers=32, thread_name_prefix="l0-search")
 MAX_K = 20
+log = logging.getLogger(__name__)
 
 
 class NotebookEnv(gym.Env[list, str]):
@@ -76,21 +84,29 @@ class NotebookEnv(gym.Env[list, str]):
             Search-R1 retrieval server), "serper" (needs ``$SERPER_API_KEY``), a mapping with
             options, or a ``SearchBackend`` instance (see ``l0_env.tools.make_search_backend``).
         max_steps: steps per episode before truncation.
-        cell_timeout: seconds a cell may run.
+        cell_timeout: seconds a cell may run (finite, > 0).
         sandbox: "auto", "bwrap" or "none" (see ``KernelConfig``).
-        max_context_tokens: budget of the rendered context; older steps are dropped past it.
+        max_context_tokens: budget of the rendered context; older steps are dropped past it. Must
+            exceed the system prompt's tokens.
         max_action_chars: longer actions are cut (the agent is told).
-        max_output_chars: characters of a cell's output shown to the agent.
-        tool_budgets: per-episode call limits, e.g. ``{"web_search": 20, "open_page": 40}``.
+        max_output_chars: characters of a cell's output shown to the agent (>= 100).
+        tool_budgets: per-episode call limits, e.g. ``{"web_search": 20, "open_page": 40}``;
+            an unknown tool name is an error. Whatever the budgets, the kernel's requests of any
+            kind are limited per step and per episode (see ``l0_env.tool_requests``).
         tool_timeout: seconds a search-backend call may take before the agent gets a ToolError.
-        reward_weights: L0's weights by default.
-        limits: sandbox resource limits.
+        reward_weights: L0's by default; a ``RewardWeights``, a dict of its fields (``{"preset":
+            "paper", ...}`` starts from a preset) or a preset name (``"l0"``, ``"paper"``).
+        limits: sandbox resource limits; a ``SandboxLimits`` or a dict of its fields.
         pool_size: warm kernels kept ready (0: start at reset).
         kernel_pool: share a pool between envs (the env then does not close it).
         count_tokens: token counter for the context budget (default: ~4 characters per token).
         record_dir: when set, every finished episode is appended to ``record_dir/episodes.jsonl``
-            and saved as ``record_dir/<episode>.ipynb`` (works in every vectorized flavour).
+            and saved as ``record_dir/<episode>.ipynb`` (works in every vectorized flavour). It is
+            created and test-written here: one that cannot be written is a ValueError now.
         render_mode: None or "ansi".
+
+    Raises:
+        ValueError: An argument out of range or of the wrong type; the message names it.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
@@ -110,36 +126,51 @@ class NotebookEnv(gym.Env[list, str]):
         max_output_chars: int = 4_000,
         tool_budgets: Mapping[str, int] | None = None,
         tool_timeout: float = 20.0,
-        reward_weights: R.RewardWeights | None = None,
-        limits: SandboxLimits | None = None,
+        reward_weights: R.RewardWeights | Mapping[str, Any] | str | None = None,
+        limits: SandboxLimits | Mapping[str, Any] | None = None,
         pool_size: int = 1,
         kernel_pool: KernelPool | None = None,
         count_tokens: Callable[[str], int] | None = None,
         record_dir: str | os.PathLike[str] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        check_int("max_steps", max_steps, 1)
+        check_int("max_action_chars", max_action_chars, 1)
+        check_int("max_output_chars", max_output_chars, 100)
+        check_int("pool_size", pool_size, 0)
+        check_int("max_context_tokens", max_context_tokens, 1)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        if count_tokens is not None and not callable(count_tokens):
+            raise ValueError(f"count_tokens must be a callable str -> int, got {type(count_tokens).__name__}")
+        if kernel_pool is not None and not isinstance(kernel_pool, KernelPool):
+            raise ValueError(f"kernel_pool must be a KernelPool or None, got {type(kernel_pool).__name__}")
         self.tasks: list[Task] = load_tasks(tasks, split=split)
         if not self.tasks:
             raise ValueError("no tasks: the task source is empty")
         self.kernel_config = KernelConfig(
             sandbox=sandbox,  # type: ignore[arg-type]
-            limits=limits or SandboxLimits(),
-            cell_timeout=cell_timeout,
+            limits=check_dataclass_arg(
+                "limits", SandboxLimits() if limits is None else limits, SandboxLimits
+            ),
+            cell_timeout=check_seconds("cell_timeout", cell_timeout),
             max_output_chars=max_output_chars,
         )
         self.max_steps = max_steps
         self.max_context_tokens = max_context_tokens
         self.max_action_chars = max_action_chars
-        self.tool_timeout = float(tool_timeout)
-        self.tool_budgets = dict(DEFAULT_TOOL_BUDGETS if tool_budgets is None else tool_budgets)
-        self.reward_weights = reward_weights or R.RewardWeights()
+        self.tool_timeout = check_seconds("tool_timeout", tool_timeout)
+        self.tool_budgets = check_tool_budgets(
+            DEFAULT_TOOL_BUDGETS if tool_budgets is None else tool_budgets, [t.name for t in TOOL_DOCS]
+        )
+        try:
+            weights = R.as_reward_weights(reward_weights)
+        except ValueError as exc:
+            raise ValueError(f"reward_weights: {exc}") from None
+        self.reward_weights = check_dataclass_arg("reward_weights", weights, R.RewardWeights)
         self.count_tokens = count_tokens or approx_token_count
         self.render_mode = render_mode
-        self.record_dir = Path(record_dir) if record_dir is not None else None
+        self.record_dir = check_record_dir(record_dir) if record_dir is not None else None
         self._episodes_done = 0
         self._corpus = corpus
         self._search_spec = search
@@ -150,12 +181,18 @@ class NotebookEnv(gym.Env[list, str]):
         self.action_space = TextSpace(max_length=max_action_chars * 4)
         self.observation_space = ChatSpace()
         self.system_prompt = build_system_prompt(TOOL_DOCS, max_steps=max_steps)
+        floor = self.count_tokens(self.system_prompt) + 2 * MESSAGE_OVERHEAD_TOKENS
+        if max_context_tokens <= floor:
+            raise ValueError(
+                f"max_context_tokens={max_context_tokens} does not exceed the system prompt alone "
+                f"({floor} tokens): every episode would end at its first step"
+            )
         self._kernel: SandboxedKernel | None = None
         self._episode: EpisodeLog | None = None
         self._task: Task | None = None
         self._done = True
         self._closed = False
-        self._step_tool_calls: list[dict[str, Any]] = []
+        self._requests = RequestLedger()
         self._tool_counts: dict[str, int] = {}
         self._answer: str | None = None
         self._history: list[StepRecord] = []
@@ -179,43 +216,78 @@ class NotebookEnv(gym.Env[list, str]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[list, dict[str, Any]]:
-        super().reset(seed=seed)
+        """Start an episode on a fresh kernel.
+
+        Args:
+            seed: Seeds ``np_random``, which picks the task.
+            options: ``{"task": Task | mapping}`` or ``{"task_index": int}`` choose the task.
+
+        Returns:
+            ``(observation, info)``; info has ``task`` (the task as a dict), ``step`` (0) and
+            ``n_context_tokens``.
+
+        Raises:
+            ValueError: Bad options. A reset that raises ends the previous episode and holds no
+                kernel: ``step`` then asks for a reset, and the next reset starts clean.
+        """
         if self._closed:
             raise RuntimeError("the environment is closed")
-        options = options or {}
-        if "task" in options:
-            task = options["task"]
-            self._task = task if isinstance(task, Task) else task_from_mapping(task, default_id="task-option")
-        elif "task_index" in options:
-            self._task = self.tasks[int(options["task_index"]) % len(self.tasks)]
-        else:
-            self._task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        _ = self.search  # build/load the index before the first tool call, not during it
+        # First end the running episode: whatever fails below, no half-reset episode goes on (one
+        # whose task changed under its kernel, scored against the wrong answers).
+        self._done = True
         self._release_kernel()
-        self._kernel = self._acquire_kernel()
-        self._kernel.tool_handler = self._handle_tool
+        super().reset(seed=seed)
+        task = self._choose_task(options or {})
+        _ = self.search  # build/load the index before the first tool call, not during it
+        kernel = self._acquire_kernel()
+        self._task, self._kernel = task, kernel
         self._history = []
         self._tool_counts = {}
+        self._requests = RequestLedger()
         self._answer = None
+        self._episode = EpisodeLog(task=_task_dict(task), system_prompt=self.system_prompt)
+        kernel.tool_handler = self._handle_tool
         self._done = False
-        self._episode = EpisodeLog(task=_task_dict(self._task), system_prompt=self.system_prompt)
         rendered = self._render()
         info = {"task": _task_dict(self._task), "step": 0, "n_context_tokens": rendered.n_tokens}
         return rendered.messages, info
 
     def step(self, action: Any) -> tuple[list, float, bool, bool, dict[str, Any]]:
+        """Run the action's code as one cell; never raises for anything in the action or the cell.
+
+        Args:
+            action: The completion text (bytes are decoded; other objects go through ``str()``,
+                and one whose ``str()`` raises is an empty action the agent is told about).
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``. info keys: ``step``,
+            ``reward_components`` (format, code, qa; em/f1/has_answer at the end), ``think``,
+            ``code``, ``format_problems``, ``cell_status``, ``cell_outputs``, ``kernel_restarted``,
+            ``notepad``, ``final_answer``, ``tool_calls`` (bounded records: tool, args preview, ok,
+            error, elapsed_s), ``tool_calls_dropped`` (calls past the record cap), ``timings``,
+            ``n_context_tokens``, ``n_dropped_steps``, ``task``; at the end ``episode`` (metrics),
+            and ``record_error`` when writing ``record_dir`` failed.
+
+        Raises:
+            RuntimeError: No episode is running (call ``reset`` first).
+        """
         if self._done or self._kernel is None or self._episode is None or self._task is None:
             raise RuntimeError("call reset() first: the episode has not started or has ended")
         started = time.monotonic()
         text, cut_note = self._coerce_action(action)
         parsed = parse_action(text)
-        self._step_tool_calls = []
+        self._requests.start_step()
         cell: CellResult | None = None
         if parsed.code is not None and parsed.code.strip():
             cell = self._kernel.execute(parsed.code)
         t = len(self._episode.steps) + 1
         fmt = R.format_reward(parsed)
-        code_r = R.code_execution_reward(cell.n_outputs, cell.n_errors) if cell else 0.0
+        # The host-known outcome (execute_reply status, timeout, death), not the outputs the cell controls.
+        code_r = (
+            self.reward_weights.code_reward(cell.n_outputs, cell.n_errors, failed=cell.status != "ok")
+            if cell
+            else 0.0
+        )
         observation = self._observation(parsed, cell, cut_note)
         terminated = self._answer is not None
         truncated = not terminated and t >= self.max_steps
@@ -237,6 +309,7 @@ class NotebookEnv(gym.Env[list, str]):
             )
         reward = R.online_step_reward(t, formats, codes, qa, self.reward_weights)
         notepad = copy.deepcopy(self._kernel.notepad_state)
+        tool_calls, calls_dropped = self._requests.take_step()
         step_log = StepLog(
             index=t,
             action=text,
@@ -248,15 +321,17 @@ class NotebookEnv(gym.Env[list, str]):
             cell_status=cell.status if cell else None,
             reward=reward,
             reward_components=components,
-            tool_calls=list(self._step_tool_calls),
+            tool_calls=tool_calls,
             notepad=notepad,
             duration_s=time.monotonic() - started,
             actor=self.actor,
+            tool_calls_dropped=calls_dropped,
         )
         self._episode.steps.append(step_log)
         self._episode.total_reward += reward
-        if terminated or truncated:
-            self._finish_episode(terminated, truncated, components)
+        record_error = (
+            self._finish_episode(terminated, truncated, components) if terminated or truncated else None
+        )
         info = {
             "step": t,
             "reward_components": dict(components),
@@ -268,7 +343,8 @@ class NotebookEnv(gym.Env[list, str]):
             "kernel_restarted": bool(cell and cell.restarted),
             "notepad": copy.deepcopy(notepad),
             "final_answer": self._answer,
-            "tool_calls": list(self._step_tool_calls),
+            "tool_calls": copy.deepcopy(tool_calls),
+            "tool_calls_dropped": step_log.tool_calls_dropped,
             "timings": {"step_s": step_log.duration_s, "cell_s": cell.duration_s if cell else 0.0},
             "n_context_tokens": rendered.n_tokens,
             "n_dropped_steps": rendered.n_dropped_steps,
@@ -276,6 +352,8 @@ class NotebookEnv(gym.Env[list, str]):
         }
         if terminated or truncated:
             info["episode"] = dict(self._episode.metrics)
+        if record_error is not None:
+            info["record_error"] = record_error
         return rendered.messages, float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | None:
@@ -322,11 +400,30 @@ class NotebookEnv(gym.Env[list, str]):
             self._kernel.close()
             self._kernel = None
 
+    def _choose_task(self, options: Mapping[str, Any]) -> Task:
+        if not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        if "task" in options:
+            task = options["task"]
+            return task if isinstance(task, Task) else task_from_mapping(task, default_id="task-option")
+        if "task_index" in options:
+            index = options["task_index"]
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+                raise ValueError(f"options['task_index'] must be an int, got {index!r}")
+            return self.tasks[int(index) % len(self.tasks)]
+        return self.tasks[int(self.np_random.integers(len(self.tasks)))]
+
     def _coerce_action(self, action: Any) -> tuple[str, str | None]:
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
-        elif not isinstance(action, str):
-            action = "" if action is None else str(action)
+        if isinstance(action, (bytes, bytearray)):
+            action = bytes(action).decode("utf-8", errors="replace")
+        elif action is None:
+            action = ""
+        else:
+            # str.__str__ makes a plain str: a str subclass could override the methods used below.
+            try:
+                action = str.__str__(action if isinstance(action, str) else str(action))
+            except Exception as exc:  # a hostile __str__: the step goes on, the agent is told
+                return "", f"Your reply could not be read as text (str() raised {type(exc).__name__})."
         # Lone surrogates (from bytes decoded with surrogateescape, or fuzzers) cannot be encoded to
         # the kernel or the records: replace them rather than fail the step.
         action = action.replace("\x00", "").encode("utf-8", errors="replace").decode("utf-8")
@@ -362,7 +459,8 @@ class NotebookEnv(gym.Env[list, str]):
             count_tokens=self.count_tokens,
         )
 
-    def _finish_episode(self, terminated: bool, truncated: bool, components: dict[str, Any]) -> None:
+    def _finish_episode(self, terminated: bool, truncated: bool, components: dict[str, Any]) -> str | None:
+        """Close the episode's books; returns why recording failed, if it did (never raises)."""
         assert self._episode is not None
         self._done = True
         ep = self._episode
@@ -381,36 +479,36 @@ class NotebookEnv(gym.Env[list, str]):
         if self._kernel is not None:
             self._kernel.tool_handler = None  # no tool calls after the episode
         self._episodes_done += 1
-        if self.record_dir is not None:
-            name = f"{os.getpid()}-{id(self):x}-{self._episodes_done:05d}"
+        if self.record_dir is None:
+            return None
+        name = f"{os.getpid()}-{id(self):x}-{self._episodes_done:05d}"
+        try:
             self.record_dir.mkdir(parents=True, exist_ok=True)
             save_notebook(ep, self.record_dir / f"{name}.ipynb")
             append_jsonl(self.record_dir / "episodes.jsonl", {"episode": name, **ep.to_dict()})
+        except (OSError, ValueError) as exc:
+            # The directory was writable at construction (checked); a full disk later must not
+            # cost the caller this step's result: the failure is logged and reported in info.
+            log.warning("recording episode %s to %s failed: %r", name, self.record_dir, exc)
+            return f"{type(exc).__name__}: {exc}"[:RECORD_ERROR_CHARS]
+        return None
 
     # -- tools (run on the host, in the bridge thread, while step() waits for the cell) ----------
 
     def _handle_tool(self, op: str, args: dict[str, Any]) -> Any:
-        started = time.monotonic()
-        episode = self._episode  # a call that ends after a reset must not land in the next episode
-        record: dict[str, Any] = {"tool": op, "args": _short_args(args)}
+        ledger = self._requests  # this episode's: a call that ends after a reset stays in it
+        record = ledger.admit(op, args)  # counts every request; raises past the limits
         try:
             result = self._dispatch_tool(op, args)
-            record["ok"] = True
-            return result
-        except ToolCallError as exc:
-            record.update(ok=False, error=f"{exc.kind}: {exc.message}")
-            raise
         except Exception as exc:
-            record.update(ok=False, error=f"ToolError: {type(exc).__name__}")
+            ledger.close(record, error=exc)
             raise
-        finally:
-            record["elapsed_s"] = round(time.monotonic() - started, 6)
-            if episode is self._episode:
-                self._step_tool_calls.append(record)
+        ledger.close(record)
+        return result
 
     def _call_backend(self, op: str, fn: Callable[[], Any]) -> Any:
         """Run a search-backend call with a deadline, so a hung backend cannot hold the bridge."""
-        future = _BACKEND_CALLS.submit(fn)
+        future = backend_calls().submit(fn)
         try:
             return future.result(timeout=self.tool_timeout)
         except cf.TimeoutError:
@@ -456,7 +554,7 @@ class NotebookEnv(gym.Env[list, str]):
                 return format_page(self._call_backend(op, lambda: self.search.get(doc_id)), page_no=page)
             except PageNotFound:
                 raise ToolCallError(
-                    "LookupError", f"no page with id {doc_id!r}; use an 'id' from web_search results"
+                    "LookupError", f"no page with id {_short(doc_id)}; use an 'id' from web_search results"
                 ) from None
             except ValueError as exc:
                 raise ToolCallError("ValueError", str(exc)) from None
@@ -470,7 +568,7 @@ class NotebookEnv(gym.Env[list, str]):
                 raise ToolCallError("ToolError", f"an answer was already submitted: {self._answer!r}")
             self._answer = answer.strip()[:1000]
             return f"submitted: {self._answer!r}"
-        raise ToolCallError("ToolError", f"unknown tool {op!r}")
+        raise ToolCallError("ToolError", f"unknown tool {_short(op)}")
 
 
 def _task_dict(task: Task) -> dict[str, Any]:
@@ -481,5 +579,6 @@ def _task_dict(task: Task) -> dict[str, Any]:
     return data
 
 
-def _short_args(args: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v) for k, v in args.items()}
+def _short(text: str, limit: int = 100) -> str:
+    """``repr`` of the kernel's text for a message, cut: the text can be a megabyte."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")

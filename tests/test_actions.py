@@ -86,18 +86,57 @@ def test_unclosed_think_without_code() -> None:
 
 
 def test_code_tag_inside_closed_think_is_text() -> None:
-    p = parse_action("<think>I will use <code> next</think><code>x=1</code>")
-    assert p.think == "I will use <code> next"
-    assert p.code == "x=1"
-    assert (p.n_think, p.n_code) == (1, 1)
-    assert _has(p, "inside <think>")
+    """Mentioning the tags while thinking is fine: the code block is the first <code> after </think>."""
+    for think in ("I will use <code> next", "end it with </code>", "<code>x</code> then"):
+        p = parse_action(f"<think>{think}</think><code>x=1</code>")
+        assert p.think == think
+        assert p.code == "x=1"
+        assert (p.n_think, p.n_code) == (1, 1)
+        assert p.problems == () and p.well_formed, p.problems
 
 
 def test_think_tag_inside_code_is_code_text() -> None:
-    p = parse_action("<think>plan</think><code>s = '<think>'\nprint(s)</code>")
-    assert p.code == "s = '<think>'\nprint(s)"
-    assert p.n_think == 1
-    assert _has(p, "inside <code>")
+    for code in ("s = '<think>'\nprint(s)", "print('</think>')", "x = 1  # <think> is not a tag here"):
+        p = parse_action(f"<think>plan</think><code>{code}</code>")
+        assert p.code == code
+        assert p.n_think == 1
+        assert p.problems == () and p.well_formed, p.problems
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'print("</code>")',
+        "print('<code>')",
+        "s = '</code>' + \"<code>\"",
+        'html = """\n<code>x</code>\n</code>\n"""',
+        "s = '''</code>'''",
+        "s = 'it\\'s </code>'",
+        'x = 1  # don\'t\nprint("</code>")',
+        "print(f\"{d['</code>']}\")",
+    ],
+)
+def test_code_tags_inside_python_string_literals_are_code_text(code: str) -> None:
+    p = parse_action(f"<think>t</think><code>{code}</code>")
+    assert p.code == code
+    assert p.problems == () and p.well_formed, p.problems
+
+
+def test_a_comment_does_not_hide_the_closing_tag() -> None:
+    p = parse_action("<think>t</think><code>print(1)  # done</code>")
+    assert p.code == "print(1)  # done"
+    assert p.well_formed
+    p = parse_action("<think>t</think><code>x = 1 # it's done</code>\n<code>y</code>")
+    assert p.code == "x = 1 # it's done" and p.n_code == 2
+
+
+def test_a_string_that_never_closes_hides_no_tag() -> None:
+    """A lone quote is no string literal: its </code> still closes the block (the next tags count)."""
+    p = parse_action("<think>t</think><code>print('oops)</code>\ntrailing")
+    assert p.code == "print('oops)"
+    assert p.problems == (OUTSIDE_TEXT_PROBLEM,)
+    p = parse_action("<think>t</think><code>'</code><code>second</code>")
+    assert (p.code, p.n_code) == ("'", 2)
 
 
 # --------------------------------------------------------------------------- missing / extra

@@ -68,6 +68,29 @@ def test_malformed_requests_get_error_replies(bridge, raw, fragment):
     assert fragment in reply["error"]["message"]
 
 
+def test_lone_surrogates_are_replaced_where_requests_enter_the_host(bridge):
+    """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 encoder downstream takes."""
+    seen = []
+    bridge.handler = lambda op, args: seen.append((op, args)) or "ok"
+    raw = b'{"op": "t\\ud800", "args": {"k\\udc00": ["a\\ud800", {"n": "\\udfff"}], "emoji": "\\ud83d\\ude00"}}\n'
+    assert send(bridge.path, raw) == {"ok": True, "result": "ok"}
+    op, args = seen[0]
+    assert op == "t\ufffd"
+    assert args == {"k\ufffd": ["a\ufffd", {"n": "\ufffd"}], "emoji": "\U0001f600"}, (
+        "pairs stay, lone ones go"
+    )
+    json.dumps(seen, ensure_ascii=False).encode("utf-8")
+
+
+def test_a_failing_handler_never_echoes_a_huge_op_name(bridge):
+    def broken(op, args):
+        raise RuntimeError("bug")
+
+    bridge.handler = broken
+    reply = call(bridge.path, "x" * 100_000)
+    assert reply["ok"] is False and len(reply["error"]["message"]) < 200
+
+
 def test_huge_request_is_refused(bridge):
     raw = json.dumps({"op": "x", "args": {"q": "a" * (MAX_REQUEST_BYTES + 10)}}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -79,6 +79,25 @@ def test_step_rewards_sum_to_l0_trajectory_reward_and_components_reallocate(env)
     assert sum(R.l0_step_rewards(formats, codes, qa)) == pytest.approx(sum(rewards))
 
 
+def test_a_silent_cell_gets_no_code_credit_unless_configured(env):
+    """L0's rule: a cell that runs without error but shows nothing scores code 0."""
+    think = "<think>Compute something and look at it.</think>"
+    env.reset(seed=0, options={"task_index": 3})
+    *_, silent = env.step(f"{think}<code>x = 6 * 7</code>")
+    *_, shown = env.step(f"{think}<code>print(x)</code>")
+    *_, failed = env.step(f"{think}<code>print(x); 1 / 0</code>")
+    assert (silent["cell_status"], shown["cell_status"], failed["cell_status"]) == ("ok", "ok", "error")
+    codes = [i["reward_components"]["code"] for i in (silent, shown, failed)]
+    assert codes == [0.0, 1.0, 0.0]
+    lenient = gym.make(l0_env.ENV_ID, sandbox=SANDBOX, reward_weights={"silent_cell": 1.0}, pool_size=0)
+    try:
+        lenient.reset(seed=0, options={"task_index": 3})
+        *_, info = lenient.step(f"{think}<code>x = 6 * 7</code>")
+        assert info["reward_components"]["code"] == 1.0
+    finally:
+        lenient.close()
+
+
 @pytest.mark.parametrize(
     "action",
     [

@@ -25,7 +25,9 @@ from tests.security.conftest import TinySearch
 
 SANDBOX = "bwrap" if check_bwrap() is None else "none"
 TASK = {"id": "t0", "question": "Who wrote the Analytical Engine notes?", "answers": ["Ada Lovelace"]}
-CELL_TIMEOUT = 3.0
+# Generous (an ordinary cell under load can take seconds); the test of the cell timeout sets its own.
+CELL_TIMEOUT = 60.0
+SHORT_CELL_TIMEOUT = 3.0
 
 
 def make_env(**kwargs: Any) -> gym.Env:
@@ -217,7 +219,7 @@ def test_search_backend_that_hangs_past_the_tool_timeout():
 def test_search_backend_that_hangs_past_the_cell_timeout():
     """With a tool timeout longer than the cell's, the cell is interrupted and the agent told."""
     search = HangingSearch()
-    env = make_env(search=search, tool_timeout=60.0)
+    env = make_env(search=search, tool_timeout=60.0, cell_timeout=SHORT_CELL_TIMEOUT)
     try:
         env.reset(seed=0)
         obs_text, info = act(env, "hits = web_search('slow')")

@@ -21,12 +21,8 @@ from l0_env.actions import parse_action
 from l0_env.context import MESSAGE_OVERHEAD_TOKENS, StepRecord, render_context, render_notepad
 from l0_env.kernel.sandbox import SandboxLimits, check_bwrap
 from l0_env.rewards import (
-    FormatReward,
-    QAReward,
     RewardWeights,
-    completion_text,
     exact_match,
-    extract_final_answer,
     f1_score,
     format_reward,
     has_answer,
@@ -34,6 +30,7 @@ from l0_env.rewards import (
     normalize_answer,
     qa_reward,
 )
+from l0_env.trl_rewards import FormatReward, QAReward, completion_text, extract_final_answer
 from tests.security.conftest import TinySearch
 
 # Any code point, lone surrogates included (hypothesis leaves them out by default).

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from l0_env.kernel import sandbox, session
+from l0_env.kernel import policy, sandbox, seccomp
 from l0_env.kernel.pool import KernelPool
 from l0_env.kernel.sandbox import SandboxUnavailable, check_bwrap
 from l0_env.kernel.session import KernelConfig, SandboxedKernel
 
 needs_bwrap = pytest.mark.skipif(check_bwrap() is not None, reason="bubblewrap unavailable")
-CONFIG = KernelConfig(sandbox="bwrap", cell_timeout=2.0, interrupt_grace=1.5, max_output_chars=1_000)
+# A generous cell timeout: on a loaded machine an ordinary cell can take seconds. The timeout tests
+# pass their own short one (TIMEOUT) to execute().
+CONFIG = KernelConfig(sandbox="bwrap", cell_timeout=60.0, interrupt_grace=1.5, max_output_chars=1_000)
+TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +74,8 @@ def test_output_truncated_head_and_tail(kernel):
 def test_timeout_interrupts_and_keeps_state(kernel):
     kernel.execute("kept = 'yes'")
     started = time.monotonic()
-    result = kernel.execute("import time\nwhile True:\n    time.sleep(0.05)")
-    assert time.monotonic() - started < CONFIG.cell_timeout + CONFIG.interrupt_grace + 1
+    result = kernel.execute("import time\nwhile True:\n    time.sleep(0.05)", timeout=TIMEOUT)
+    assert time.monotonic() - started < TIMEOUT + CONFIG.interrupt_grace + 10
     assert result.status == "timeout" and not result.restarted
     assert "TimeoutError" in result.text and "KeyboardInterrupt" not in result.text
     assert kernel.execute("print(kept)").text == "yes"
@@ -79,7 +85,7 @@ def test_timeout_interrupts_and_keeps_state(kernel):
 def test_stuck_c_code_restarts(kernel):
     kernel.execute("lost = 1\nnotepad.write_draft('draft survives')")
     restarts = kernel.restarts
-    result = kernel.execute("sum(range(10**12))")
+    result = kernel.execute("sum(range(10**12))", timeout=TIMEOUT)
     assert result.status == "timeout" and result.restarted
     assert kernel.restarts == restarts + 1
     assert "restarted" in result.text
@@ -114,7 +120,7 @@ def test_tools_without_an_episode_raise_tool_error(kernel):
 
 
 def test_sandbox_none_runs():
-    with SandboxedKernel(KernelConfig(sandbox="none", cell_timeout=5)) as k:
+    with SandboxedKernel(KernelConfig(sandbox="none", cell_timeout=60)) as k:
         assert not k.sandboxed
         assert k.execute("x = 3\nprint(x * 3)").text == "9"
         assert k.execute("notepad.add_fact('a', 'b')").status == "ok"
@@ -122,13 +128,67 @@ def test_sandbox_none_runs():
 
 
 def test_missing_bwrap_is_refused(monkeypatch):
-    monkeypatch.setattr(session, "_bwrap_problem", False)  # force a fresh check
+    monkeypatch.setattr(policy, "_bwrap_problem", False)  # force a fresh check
     monkeypatch.setattr(sandbox.shutil, "which", lambda *_a, **_k: None)
     with pytest.raises(SandboxUnavailable, match="not found"):
         SandboxedKernel(KernelConfig(sandbox="bwrap"))
-    monkeypatch.setattr(session, "_bwrap_problem", False)
+    monkeypatch.setattr(policy, "_bwrap_problem", False)
     with pytest.warns(RuntimeWarning, match="WITHOUT A SANDBOX"):
-        assert session.resolve_sandbox("auto") is False
+        assert policy.resolve_sandbox("auto") is False
+
+
+@needs_bwrap
+def test_missing_seccomp_is_refused_by_bwrap_mode_and_loud_in_auto(monkeypatch):
+    def unavailable() -> int:
+        raise seccomp.SeccompUnavailable("libseccomp not found (test)")
+
+    monkeypatch.setattr(policy, "_seccomp_problem", False)  # force a fresh check
+    monkeypatch.setattr(seccomp, "program_fd", unavailable)
+    with pytest.raises(SandboxUnavailable, match="no seccomp filter: libseccomp not found"):
+        SandboxedKernel(KernelConfig(sandbox="bwrap"))
+    with pytest.warns(RuntimeWarning, match="WITHOUT ITS SECCOMP FILTER"):
+        assert policy.resolve_seccomp("auto") is False
+
+
+def test_non_root_sandbox_argv_disables_user_namespaces_and_loads_the_filter():
+    argv = sandbox.build_bwrap_argv(
+        ["python"], runtime_dir="/tmp/x", limits=sandbox.SandboxLimits(), uid=None, env={}, seccomp_fd=7
+    )
+    assert argv[1:4] == ["--unshare-all", "--unshare-user", "--disable-userns"]
+    assert argv[argv.index("--") - 2 : argv.index("--")] == ["--seccomp", "7"]
+    root_argv = sandbox.build_bwrap_argv(
+        ["python"], runtime_dir="/tmp/x", limits=sandbox.SandboxLimits(), uid=5, env={}
+    )
+    assert "--disable-userns" not in root_argv and "--seccomp" not in root_argv  # root: no user namespace
+
+
+@needs_bwrap
+@pytest.mark.skipif(not sandbox.host_is_root(), reason="needs root to run the probe as another user")
+@pytest.mark.parametrize("use_seccomp", [False, True])
+def test_non_root_sandbox_cannot_create_a_user_namespace(monkeypatch, use_seccomp):
+    """The non-root path for real, as uid 65534: ``unshare -Ur`` fails through --disable-userns
+    alone (ENOSPC: the sandbox's namespace may hold no more) and through the filter (EPERM)."""
+    # The venv's Python lives under /root here, which another user cannot reach: bind nothing of it
+    # (the probe runs /usr/bin/unshare).
+    monkeypatch.setattr(sandbox, "_python_roots", lambda: [])
+    runtime_dir = tempfile.mkdtemp(prefix="l0-nonroot-", dir="/tmp")  # pytest's tmp_path is root-only
+    os.chown(runtime_dir, 65534, 65534)
+    with sandbox.launch_spec(
+        ["/usr/bin/unshare", "-Ur", "true"],
+        runtime_dir=runtime_dir,
+        limits=sandbox.SandboxLimits(),
+        uid=None,
+        env={"PATH": "/usr/bin:/bin"},
+        use_seccomp=use_seccomp,
+    ) as (argv, kwargs):
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+        proc = subprocess.run(
+            as_nobody, capture_output=True, text=True, timeout=60, pass_fds=kwargs["pass_fds"]
+        )
+    os.rmdir(runtime_dir)
+    assert proc.returncode != 0, proc.stdout
+    expected = "Operation not permitted" if use_seccomp else "No space left on device"
+    assert expected in proc.stderr, proc.stderr
 
 
 @needs_bwrap

@@ -1,4 +1,5 @@
-"""Tests for l0_env.rewards: SQuAD/HotpotQA metrics, L0 reward combination, TRL callables."""
+"""Tests for l0_env.rewards, l0_env.answers and l0_env.trl_rewards: SQuAD/HotpotQA metrics, L0's
+reward combination and presets, TRL callables."""
 
 from __future__ import annotations
 
@@ -12,23 +13,21 @@ from hypothesis import strategies as st
 
 from l0_env.actions import parse_action
 from l0_env.rewards import (
-    FormatReward,
-    QAReward,
+    REWARD_PRESETS,
     RewardWeights,
+    as_reward_weights,
     code_execution_reward,
-    completion_text,
     exact_match,
-    extract_final_answer,
     f1_score,
     format_reward,
     has_answer,
     l0_step_rewards,
-    length_reward,
     normalize_answer,
     online_step_reward,
     qa_reward,
     trajectory_reward,
 )
+from l0_env.trl_rewards import FormatReward, QAReward, completion_text, extract_final_answer
 
 GOOD = "<think>The answer is clearly Paris.</think><code>submit_final_answer('Paris')</code>"
 
@@ -127,7 +126,7 @@ def test_answer_metrics_in_range(pred: str | None, golds: list[str]) -> None:
     assert 0.0 <= qa_reward(pred, golds, metric="f1") <= 1.0 + 1e-12
 
 
-# --------------------------------------------------------------------------- format / code / length
+# --------------------------------------------------------------------------- format / code
 
 
 def test_format_reward() -> None:
@@ -144,34 +143,31 @@ def test_format_reward() -> None:
 
 
 def test_code_execution_reward() -> None:
+    # Without the host's view (outputs only): L0's ratio, and L0's rule for a silent cell.
     assert code_execution_reward(4, 1) == pytest.approx(0.75)
     assert code_execution_reward(2, 2) == 0.0
-    assert code_execution_reward(0, 0) == 1.0  # ran silently
+    assert code_execution_reward(0, 0) == 0.0  # ran silently: no credit (L0's rule)
+    assert code_execution_reward(0, 0, silent=1.0) == 1.0
     assert code_execution_reward(3, 0, ran=False) == 0.0
     assert code_execution_reward(1, 5) == 0.0  # clamped
     assert code_execution_reward(2, -1) == 1.0  # clamped
 
 
-@given(st.integers(-5, 50), st.integers(-5, 50), st.booleans())
-def test_code_execution_reward_in_range(n: int, e: int, ran: bool) -> None:
-    assert 0.0 <= code_execution_reward(n, e, ran=ran) <= 1.0
+def test_code_execution_reward_from_the_execute_reply() -> None:
+    # With the host's view: the reply decides, not how many outputs were errors.
+    assert code_execution_reward(100, 1, failed=True) == 0.0  # an error diluted by 99 displays
+    assert code_execution_reward(3, 0, failed=True) == 0.0  # a silenced traceback
+    assert code_execution_reward(2, 1, failed=False) == 1.0  # a hook printed a fake error
+    assert code_execution_reward(0, 0, failed=False) == 0.0  # silent
+    assert code_execution_reward(0, 0, failed=False, silent=1.0) == 1.0
+    assert code_execution_reward(0, 0, failed=True, silent=1.0) == 0.0  # silent and failed
 
 
-def test_length_reward() -> None:
-    assert length_reward(0, 100) == 1.0
-    assert length_reward(50, 100) == 1.0  # soft limit = 50
-    assert length_reward(75, 100) == pytest.approx(0.5)
-    assert length_reward(100, 100) == 0.0
-    assert length_reward(500, 100) == 0.0
-    assert length_reward(10**6, 0) == 1.0  # no limit
-    assert length_reward(90, 100, soft_fraction=0.8) == pytest.approx(0.5)
-
-
-@given(st.integers(-10, 10**6), st.integers(-10, 10**6), st.floats(-1, 2, allow_nan=False))
-def test_length_reward_in_range_and_monotone(n: int, m: int, soft: float) -> None:
-    r = length_reward(n, m, soft_fraction=soft)
-    assert 0.0 <= r <= 1.0
-    assert length_reward(n + 1, m, soft_fraction=soft) <= r
+@given(st.integers(-5, 50), st.integers(-5, 50), st.booleans(), st.sampled_from([None, True, False]), unit)
+def test_code_execution_reward_in_range(
+    n: int, e: int, ran: bool, failed: bool | None, silent: float
+) -> None:
+    assert 0.0 <= code_execution_reward(n, e, ran=ran, failed=failed, silent=silent) <= 1.0
 
 
 # --------------------------------------------------------------------------- combination
@@ -179,27 +175,63 @@ def test_length_reward_in_range_and_monotone(n: int, m: int, soft: float) -> Non
 
 def test_reward_weights_defaults_are_l0() -> None:
     w = RewardWeights()
-    assert (w.qa, w.format, w.code, w.length, w.em, w.has_answer, w.answer_metric) == (
+    assert (w.qa, w.format, w.code, w.em, w.has_answer, w.f1, w.answer_metric, w.silent_cell) == (
         0.8,
         0.1,
         0.1,
-        0.0,
         0.9,
         0.1,
+        0.0,
         "em",
+        0.0,
     )
+    assert REWARD_PRESETS["l0"] == w
     assert w.qa_reward("Paris", ["paris"]) == pytest.approx(1.0)
     assert RewardWeights(answer_metric="f1").qa_reward("Barack Obama", ["Obama"]) == pytest.approx(0.7)
     with pytest.raises(ValueError, match="answer_metric"):
         RewardWeights(answer_metric="rouge")
+    with pytest.raises(ValueError, match="finite"):
+        RewardWeights(f1=float("nan"))
+    with pytest.raises(ValueError, match="silent_cell"):
+        RewardWeights(silent_cell=2.0)
+
+
+def test_paper_and_l0_presets_worked_by_hand() -> None:
+    paper, l0 = RewardWeights.preset("paper"), RewardWeights.preset("l0")
+    # "Barack Obama" vs gold "Obama": EM 0, F1 2/3, has-answer 1.
+    assert l0.qa_reward("Barack Obama", ["Obama"]) == pytest.approx(0.9 * 0 + 0.1)  # 0.1
+    assert paper.qa_reward("Barack Obama", ["Obama"]) == pytest.approx(0.5 * 0 + 0.4 * 2 / 3 + 0.1)  # 0.3667
+    # Exact: both 1.0. Nothing submitted: both 0.
+    assert paper.qa_reward("Obama", ["obama"]) == pytest.approx(1.0) == l0.qa_reward("Obama", ["obama"])
+    assert paper.qa_reward(None, ["Obama"]) == 0.0 == l0.qa_reward(None, ["Obama"])
+    # A wrong answer: has-answer only.
+    assert paper.qa_reward("Bush", ["Obama"]) == pytest.approx(0.1)
+    # A 2-step paper episode, both steps well formed, step 1 silent (code 0), step 2 ran with output:
+    # 0.8·0.3667 + 0.1·1 + 0.1·0.5 = 0.4433.
+    qa = paper.qa_reward("Barack Obama", ["Obama"])
+    assert trajectory_reward([1, 1], [0, 1], qa, paper) == pytest.approx(
+        0.8 * (0.4 * 2 / 3 + 0.1) + 0.1 + 0.05
+    )
+    assert RewardWeights.preset("paper", silent_cell=1.0).silent_cell == 1.0
+    with pytest.raises(ValueError, match="unknown reward preset"):
+        RewardWeights.preset("l1")
+
+
+def test_reward_weights_from_user_values() -> None:
+    assert as_reward_weights(None) == RewardWeights()
+    assert as_reward_weights("paper") == REWARD_PRESETS["paper"]
+    assert as_reward_weights({"preset": "paper", "qa": 0.7}).qa == 0.7
+    assert as_reward_weights({"code": 0.2}) == RewardWeights(code=0.2)
+    with pytest.raises(ValueError, match="unknown RewardWeights field"):
+        as_reward_weights({"lenght": 0.1})
+    with pytest.raises(ValueError, match="preset name"):
+        as_reward_weights(0.5)  # type: ignore[arg-type]
 
 
 def test_trajectory_reward() -> None:
     assert trajectory_reward([1, 1, 1], [1, 0, 1], 1.0) == pytest.approx(0.8 + 0.1 + 0.1 * 2 / 3)
     assert trajectory_reward([], [], 0.0) == 0.0
     assert trajectory_reward([], [], 1.0) == pytest.approx(0.8)
-    w = RewardWeights(length=0.5)
-    assert trajectory_reward([1], [1], 0.0, w, length_rewards=[0.5, 1.0]) == pytest.approx(0.2 + 0.375)
 
 
 def test_l0_step_rewards_worked_example() -> None:
@@ -213,8 +245,6 @@ def test_l0_step_rewards_edges() -> None:
     assert l0_step_rewards([1.0], [1.0], 0.5) == pytest.approx([0.2 + 0.4])
     with pytest.raises(ValueError, match="one reward per step"):
         l0_step_rewards([1.0], [1.0, 0.0], 1.0)
-    w = RewardWeights(length=1.0)
-    assert l0_step_rewards([0, 0], [0, 0], 0.0, w, length_rewards=[1.0, 0.0]) == pytest.approx([0.5, 0.0])
 
 
 def test_online_step_reward_examples() -> None:
@@ -234,24 +264,21 @@ def test_online_step_reward_examples() -> None:
         lambda n: st.tuples(st.lists(unit, min_size=n, max_size=n), st.lists(unit, min_size=n, max_size=n))
     ),
     unit,
-    st.booleans(),
-    st.builds(RewardWeights, qa=unit, format=unit, code=unit, length=unit),
+    st.builds(RewardWeights, qa=unit, format=unit, code=unit, f1=unit),
 )
 @settings(max_examples=300)
 def test_online_rewards_telescope_to_trajectory_reward(
-    seqs: tuple[list[float], list[float]], qa: float, use_length: bool, weights: RewardWeights
+    seqs: tuple[list[float], list[float]], qa: float, weights: RewardWeights
 ) -> None:
     fmt, code = seqs
-    length = [1.0 - x for x in fmt] if use_length else []
     n = len(fmt)
     online = [
-        online_step_reward(t, fmt[:t], code[:t], qa if t == n else None, weights, length[:t])
-        for t in range(1, n + 1)
+        online_step_reward(t, fmt[:t], code[:t], qa if t == n else None, weights) for t in range(1, n + 1)
     ]
-    expected = trajectory_reward(fmt, code, qa, weights, length)
+    expected = trajectory_reward(fmt, code, qa, weights)
     assert math.fsum(online) == pytest.approx(expected, abs=1e-9)
-    assert math.fsum(l0_step_rewards(fmt, code, qa, weights, length)) == pytest.approx(expected, abs=1e-9)
-    assert 0.0 <= expected <= weights.qa + weights.format + weights.code + weights.length + 1e-9
+    assert math.fsum(l0_step_rewards(fmt, code, qa, weights)) == pytest.approx(expected, abs=1e-9)
+    assert 0.0 <= expected <= weights.qa + weights.format + weights.code + 1e-9
 
 
 # --------------------------------------------------------------------------- answer extraction
@@ -312,6 +339,8 @@ def test_qa_reward_callable_f1_and_string_golds() -> None:
     f = QAReward(metric="f1")
     code = "<think>It must be Obama himself.</think><code>submit_final_answer('Barack Obama')</code>"
     assert f([None], [code], answers=["Obama"]) == [pytest.approx(0.7)]
+    paper = QAReward(em_weight=0.5, f1_weight=0.4)
+    assert paper([None], [code], answers=["Obama"]) == [pytest.approx(0.4 * 2 / 3 + 0.1)]
 
 
 def test_qa_reward_callable_errors() -> None:

@@ -24,6 +24,7 @@ pydantic = pytest.importorskip("pydantic")
 from l0_env.tools import make_search_backend  # noqa: E402
 from l0_env.tools.bm25 import BM25Search  # noqa: E402
 from l0_env.tools.remote import HTTPSearch  # noqa: E402
+from l0_env.tools.retrieve_request import ServerLimits  # noqa: E402
 from l0_env.tools.search import Page, PageNotFound, SearchError, SearchUnavailable  # noqa: E402
 from l0_env.tools.search_server import create_app  # noqa: E402
 
@@ -156,7 +157,10 @@ def test_page_and_health_endpoints(server: ServerThread) -> None:
     assert missing.status_code == 404
     assert missing.json()["error"] == "page_not_found"
     health = httpx.get(f"{server.url}/health", timeout=10).json()
+    limits, load = health.pop("limits"), health.pop("load")
     assert health == {"status": "ok", "backend": "bm25", "num_docs": 4, "corpus": "c.jsonl"}
+    assert limits == ServerLimits().as_dict()  # published, so a client can size its batches
+    assert load == {"jobs": 0, "units_run": load["units_run"], "buffered_bytes": 0}
 
 
 def test_http_backend_matches_embedded(small_backend: BM25Search, client: HTTPSearch) -> None:

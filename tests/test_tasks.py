@@ -113,6 +113,30 @@ def test_bad_file_names_the_line(tmp_path: Path) -> None:
         load_tasks(path)
 
 
+def test_truncated_or_corrupt_files_name_the_file(tmp_path: Path) -> None:
+    """A cut .gz used to raise a bare EOFError; bad bytes a UnicodeDecodeError: neither named the file."""
+    rows = [{"question": f"Q{i}?", "answer": "a"} for i in range(3000)]
+    whole = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(
+        ValueError, match=r"cut\.jsonl\.gz: the file ends early \(truncated\?\), near line \d+"
+    ):
+        load_tasks(cut)
+    not_gzip = tmp_path / "plain.jsonl.gz"
+    not_gzip.write_bytes(b'{"question": "Q?", "answer": "a"}\n')
+    with pytest.raises(ValueError, match=r"plain\.jsonl\.gz: the file cannot be read"):
+        load_tasks(not_gzip)
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"question": "Café?", "answer": "a"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl: the file cannot be read"):
+        load_tasks(latin1)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(ValueError, match=r"broken\.parquet: not a readable Parquet file"):
+        load_tasks(broken)
+
+
 def test_bad_paths(tmp_path: Path) -> None:
     csv = tmp_path / "tasks.csv"
     csv.write_text("question,answer\nQ?,a\n")

@@ -4,6 +4,11 @@ Tools run on the host (the search index, budgets and API keys never enter the ke
 side is ``in_kernel._Bridge``. A request is ``{"op": str, "args": {...}}``; the reply is
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"type": ..., "message": ...}}``.
 Anything malformed gets an error reply, never an exception on the host.
+
+Everything the kernel sends is untrusted text. JSON's ``\\ud800`` escapes decode to lone
+surrogates: valid in a Python ``str``, not in UTF-8, so one would make every later encode of it
+raise (the records, the policy's tokenizer). :func:`clean_text` replaces each with U+FFFD here,
+where the text enters the host, so every handler and everything downstream sees encodable text.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -24,6 +30,29 @@ REQUEST_READ_TIMEOUT_S = 10.0
 # Honest requests nest 4 levels (the notepad); deep nesting would make the host's json.loads,
 # deepcopy, repr and json.dumps of the args (in info, records) raise RecursionError.
 MAX_ARGS_DEPTH = 32
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# In the raw request a lone surrogate can only come from a \\uD800-\\uDFFF escape (the strict UTF-8
+# decode refuses encoded ones): only such requests need the walk over every string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes to UTF-8."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _clean_strings(value: Any) -> Any:
+    """JSON data with :func:`clean_text` applied to every string, keys included.
+
+    Recursive: callers bound the depth first (``MAX_ARGS_DEPTH``).
+    """
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(key): _clean_strings(item) for key, item in value.items()}
+    return value
 
 
 class ToolCallError(Exception):
@@ -128,17 +157,19 @@ class ToolBridge:
             return self._error("ValueError", "malformed request: 'args' must be an object")
         if _deeper_than(args, MAX_ARGS_DEPTH):
             return self._error("ValueError", f"malformed request: nested deeper than {MAX_ARGS_DEPTH} levels")
+        op = request["op"]
+        if _SURROGATE_ESCAPE.search(raw):
+            op, args = clean_text(op), _clean_strings(args)
         try:
-            return {"ok": True, "result": self.handler(request["op"], args)}
+            return {"ok": True, "result": self.handler(op, args)}
         except ToolCallError as exc:
             return self._error(exc.kind, exc.message)
         except Exception as exc:  # a bug or backend failure must not kill the host: tell the agent
-            log.warning("tool %r failed: %r", request["op"], exc, exc_info=True)
+            name = op[:64]  # the op is the kernel's text: a 1 MB name must not reach the log or reply
+            log.warning("tool %r failed: %r", name, exc, exc_info=True)
             # Only the type: an exception's text may carry what the kernel must not see (an API
             # key in a URL, a host path). The host log has the details.
-            return self._error(
-                "ToolError", f"{request['op']} failed on the host ({type(exc).__name__}); try again"
-            )
+            return self._error("ToolError", f"{name} failed on the host ({type(exc).__name__}); try again")
 
     @staticmethod
     def _error(kind: str, message: str) -> dict[str, Any]:

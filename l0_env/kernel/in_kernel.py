@@ -11,6 +11,7 @@ The host formats ``_l0_install(socket_path, notepad_state)`` at the end of this 
 
 import json as _json
 import socket as _socket
+import sys as _sys
 
 _MAX_RESPONSE_BYTES = 8 << 20
 _STATUSES = ("todo", "doing", "done")
@@ -180,7 +181,11 @@ def _l0_install(socket_path, notepad_state):
         except Exception:  # a garbage value the agent stored: keep the last good snapshot
             return
         if encoded != last_pushed[0]:
-            bridge.call("notepad", state=_json.loads(encoded))
+            try:
+                bridge.call("notepad", state=_json.loads(encoded))
+            except ValueError as exc:  # the host refused it (too large, bad shape): say why, briefly
+                print(exc, file=_sys.stderr)  # and again after every cell until it fits
+                return
             last_pushed[0] = encoded
 
     shell = get_ipython()

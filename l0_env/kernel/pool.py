@@ -13,7 +13,9 @@ from collections import deque
 
 from jupyter_core.utils import ensure_event_loop
 
-from .session import KernelConfig, SandboxedKernel, resolve_sandbox
+from .config import KernelConfig
+from .policy import resolve_sandbox
+from .session import SandboxedKernel
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""How a kernel process is confined: the bubblewrap command line and the resource limits.
+"""How a kernel process is confined: the bubblewrap command line, the limits, and what is active.
 
-Pure construction of argv plus two small OS helpers (uid leases, rlimits); launching lives in
-``session.py``.
+Construction of argv plus small OS helpers (uid leases, rlimits); launching lives in
+``session.py``, the seccomp policy in ``seccomp.py``, the per-sandbox cgroup in ``cgroups.py``.
 
 What the sandbox does:
 
@@ -13,35 +13,49 @@ What the sandbox does:
 * a private writable home (``/home/agent``, the cwd) and ``/tmp``, both size-limited tmpfs that
   vanish with the kernel;
 * a cleared environment: host variables (API keys included) never reach the kernel;
-* rlimits: address space (memory), processes, file size, open files, no core dumps.
+* a seccomp filter (``seccomp.py``): no nested namespaces, mounts, keyring, ``memfd``/SysV shared
+  memory, ptrace, bpf, io_uring...; refused calls fail with ``EPERM``/``ENOSYS``;
+* rlimits: address space (memory), processes, file size, open files, no core dumps;
+* where the host lets us write cgroups, one memory + pids cgroup per sandbox (``cgroups.py``) that
+  bounds everything the sandbox holds together (tmpfs and shared memory included).
 
 Why the root case differs: a user namespace created by root maps the sandbox to host uid 0, and
 the kernel exempts uid 0 from ``RLIMIT_NPROC`` -- a fork bomb would not be stopped. So when the
 host runs as root we unshare every namespace *except* the user namespace (root needs none to
 mount) and drop to a dedicated unprivileged uid with ``setpriv`` before Python starts. Each kernel
 leases its own uid (so per-uid process limits are per kernel) through lock files that work across
-processes. A non-root host uses ``--unshare-all`` and its own uid.
+processes. A non-root host uses ``--unshare-all`` and its own uid, and bubblewrap's
+``--disable-userns`` on top of the filter.
 
-What it does NOT protect against: kernel (Linux) exploits, CPU starvation of the host by busy
-loops (bounded only by the per-cell wall time), side channels, and abuse of the tools the host
-deliberately offers through the bridge.
+What it does NOT protect against: see the README ("What the sandbox does not protect against");
+``python -m l0_env.kernel --report`` (``report.py``) prints which of them are active here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import resource
 import shutil
 import site
+import stat
+import subprocess
 import sys
 import sysconfig
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from . import seccomp
+from .cgroups import SandboxCgroup
 
 HOME_IN_SANDBOX = "/home/agent"
 UID_RANGE = range(2_100_000, 2_100_000 + 4096)  # far above any real account's uid
+BWRAP_PROCESSES = 2  # bubblewrap's monitor outside and its pid 1 inside the sandbox
 
 
 class SandboxUnavailable(RuntimeError):
@@ -54,10 +68,16 @@ class SandboxLimits:
 
     Attributes:
         memory_bytes: address-space limit of every process in the sandbox (RLIMIT_AS).
-        max_processes: processes and threads the kernel's uid may have (RLIMIT_NPROC).
+        max_processes: processes and threads the kernel's uid may have (RLIMIT_NPROC; also the
+            sandbox cgroup's ``pids.max``, plus bubblewrap's own two processes).
         max_file_bytes: largest file the kernel may write (RLIMIT_FSIZE).
         max_open_files: open file descriptors per process (RLIMIT_NOFILE).
         disk_bytes: size of each private tmpfs (home and /tmp).
+        total_memory_bytes: the sandbox cgroup's memory limit: everything the sandbox holds at once
+            (all its processes, tmpfs files, shared and kernel memory). None: ``memory_bytes +
+            2 * disk_bytes`` (one process at its limit and both disks full).
+        cgroup: put each sandbox in its own memory + pids cgroup where this host lets us create
+            one (``cgroups.detect``); False never touches cgroups.
     """
 
     memory_bytes: int = 2 << 30
@@ -65,12 +85,33 @@ class SandboxLimits:
     max_file_bytes: int = 64 << 20
     max_open_files: int = 256
     disk_bytes: int = 128 << 20
+    total_memory_bytes: int | None = None
+    cgroup: bool = True
 
     def __post_init__(self) -> None:
         for name in ("memory_bytes", "max_processes", "max_file_bytes", "max_open_files", "disk_bytes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be a positive int, got {value!r}")
+        total = self.total_memory_bytes
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 16 << 20):
+            raise ValueError(
+                f"SandboxLimits.total_memory_bytes must be None or an int >= 16 MiB, got {total!r}"
+            )
+        if not isinstance(self.cgroup, bool):
+            raise ValueError(f"SandboxLimits.cgroup must be a bool, got {self.cgroup!r}")
+
+    @property
+    def sandbox_memory_bytes(self) -> int:
+        """The cgroup memory limit in force (``total_memory_bytes`` or its default)."""
+        if self.total_memory_bytes is not None:
+            return self.total_memory_bytes
+        return self.memory_bytes + 2 * self.disk_bytes
+
+    @property
+    def sandbox_pids(self) -> int:
+        """The cgroup's ``pids.max``: the kernel's processes plus bubblewrap's two."""
+        return self.max_processes + BWRAP_PROCESSES
 
     def apply(self) -> None:
         """Set the rlimits on the calling process (used as ``preexec_fn`` before bwrap)."""
@@ -82,33 +123,92 @@ class SandboxLimits:
 
 
 class UidLease:
-    """An exclusive claim on one sandbox uid, valid across processes (flock on a file)."""
+    """An exclusive claim on one sandbox uid, valid across processes (flock on a file).
+
+    The lock directory is trusted only when it is a real directory (not a symlink) owned by us with
+    no access for anyone else: on a shared host another user could otherwise create it first and
+    plant symlinks (root would create its lock files where they point) or hold every uid. Lock files
+    are opened relative to the checked directory with ``O_NOFOLLOW``.
+
+    Raises:
+        SandboxUnavailable: the directory is unsafe (the message says what to do), or every uid
+            is leased.
+    """
 
     def __init__(self, lock_dir: str | os.PathLike | None = None) -> None:
         # Uids are machine-wide, so the locks are too: not under L0_RUNTIME_DIR, where two processes
         # with different runtime dirs would lease the same uid and share its RLIMIT_NPROC (one
         # kernel's fork bomb would stop the other's kernels from starting).
         lock_dir = Path(lock_dir or os.environ.get("L0_UID_LOCK_DIR") or "/tmp/l0_env-uids")
-        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.uid = -1
         self._fd: int | None = None
-        start = os.getpid() % len(UID_RANGE)  # spread processes over the range: fewer collisions
-        for i in range(len(UID_RANGE)):
-            uid = UID_RANGE[(start + i) % len(UID_RANGE)]
-            fd = os.open(lock_dir / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self.uid, self._fd = uid, fd
-            return
+        dir_fd = _open_private_dir(lock_dir)
+        try:
+            start = os.getpid() % len(UID_RANGE)  # spread processes over the range: fewer collisions
+            for i in range(len(UID_RANGE)):
+                uid = UID_RANGE[(start + i) % len(UID_RANGE)]
+                fd = _open_lock_file(dir_fd, lock_dir, str(uid))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                self.uid, self._fd = uid, fd
+                return
+        finally:
+            os.close(dir_fd)
         raise SandboxUnavailable(f"all {len(UID_RANGE)} sandbox uids are in use")
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def _unsafe(path: Path, why: str) -> SandboxUnavailable:
+    return SandboxUnavailable(
+        f"refusing the uid lock directory {path}: {why}. Another user may have planted it: remove it "
+        "(it holds only lock files) or set L0_UID_LOCK_DIR to a directory of your own"
+    )
+
+
+def _open_private_dir(path: Path) -> int:
+    """Create ``path`` (mode 0700) or open the existing one; refuse anything we do not own alone."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file
+        raise _unsafe(
+            path,
+            "it is a symlink or not a directory"
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+            else exc.strerror,
+        ) from None
+    st = os.fstat(fd)
+    problem = None
+    if st.st_uid != os.geteuid():
+        problem = f"it is owned by uid {st.st_uid}, not by this process's uid {os.geteuid()}"
+    elif st.st_mode & 0o077:
+        problem = f"its mode is {stat.S_IMODE(st.st_mode):04o}; it must be 0700"
+    if problem:
+        os.close(fd)
+        raise _unsafe(path, problem)
+    return fd
+
+
+def _open_lock_file(dir_fd: int, lock_dir: Path, name: str) -> int:
+    flags = os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _unsafe(lock_dir, f"lock file {name}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise _unsafe(lock_dir, f"lock file {name} is not a regular file of ours")
+    return fd
 
 
 def _python_roots() -> list[str]:
@@ -174,6 +274,7 @@ def build_bwrap_argv(
     uid: int | None,
     env: dict[str, str],
     bwrap: str = "bwrap",
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The full argv that runs ``command`` inside the sandbox.
 
@@ -185,6 +286,8 @@ def build_bwrap_argv(
         uid: when the host is root, the unprivileged uid to run as (from a ``UidLease``).
         env: the complete environment inside the sandbox (the host's is cleared).
         bwrap: the bubblewrap binary.
+        seccomp_fd: a file descriptor holding the seccomp program (``seccomp.program_fd``), which
+            the child must inherit; None runs without the filter.
     """
     argv = [bwrap]
     if uid is not None:
@@ -192,7 +295,8 @@ def build_bwrap_argv(
         # bwrap drops every capability for the child; setpriv needs these two to change uid.
         argv += ["--cap-add", "CAP_SETUID,CAP_SETGID"]
     else:
-        argv += ["--unshare-all"]
+        # --disable-userns (on top of the filter): the sandbox's own user namespace may hold no more.
+        argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     argv += _system_binds()
     argv += ["--proc", "/proc", "--dev", "/dev"]
@@ -208,6 +312,8 @@ def build_bwrap_argv(
     argv += ["--chdir", HOME_IN_SANDBOX, "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]  # loaded last, just before the command runs
     argv += ["--"]
     if uid is not None:
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
@@ -240,26 +346,76 @@ def kernel_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def check_bwrap(bwrap: str = "bwrap") -> str | None:
-    """None if bubblewrap can start a sandbox like ours here, else the reason it cannot."""
-    import subprocess
+@contextlib.contextmanager
+def launch_spec(
+    command: Sequence[str],
+    *,
+    runtime_dir: str,
+    limits: SandboxLimits,
+    uid: int | None,
+    env: dict[str, str],
+    cgroup: SandboxCgroup | None = None,
+    use_seccomp: bool = True,
+    bwrap: str = "bwrap",
+) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """``(argv, popen_kwargs)`` that start ``command`` in the sandbox; valid inside the ``with``.
 
+    ``popen_kwargs`` carries what must happen in the child: the seccomp program's descriptor to
+    inherit, and a ``preexec_fn`` that joins ``cgroup`` (before bubblewrap runs, so nothing of the
+    sandbox ever runs outside it) and sets the rlimits.
+
+    Raises:
+        seccomp.SeccompUnavailable: ``use_seccomp`` and no filter can be built here.
+    """
+    fd = seccomp.program_fd() if use_seccomp else None
+    try:
+        argv = build_bwrap_argv(
+            command, runtime_dir=runtime_dir, limits=limits, uid=uid, env=env, bwrap=bwrap, seccomp_fd=fd
+        )
+
+        def preexec() -> None:
+            if cgroup is not None:
+                cgroup.join()
+            limits.apply()
+
+        yield argv, {"pass_fds": () if fd is None else (fd,), "preexec_fn": preexec}
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def probe(
+    code: str, *, use_seccomp: bool, cgroup: SandboxCgroup | None = None, bwrap: str = "bwrap"
+) -> subprocess.CompletedProcess:
+    """Run ``python -I -c code`` in a sandbox like a kernel's (its runtime dir: the host's temp dir),
+    for checks of what the sandbox allows; returns the finished process."""
+    with launch_spec(
+        [os.path.normpath(sys.executable), "-I", "-c", code],
+        runtime_dir=tempfile.gettempdir(),
+        limits=SandboxLimits(),
+        uid=UID_RANGE[-1] if host_is_root() else None,
+        env=kernel_environment(),
+        cgroup=cgroup,
+        use_seccomp=use_seccomp,
+        bwrap=bwrap,
+    ) as (argv, kwargs):
+        return subprocess.run(argv, capture_output=True, timeout=60, check=False, **kwargs)
+
+
+def check_bwrap(bwrap: str = "bwrap", *, use_seccomp: bool = False) -> str | None:
+    """None if bubblewrap can start a sandbox like ours here (with the seccomp filter when
+    ``use_seccomp``), else the reason it cannot."""
     path = shutil.which(bwrap)
     if path is None:
         return f"{bwrap!r} not found on PATH (install it: apt-get install -y bubblewrap)"
-    probe = build_bwrap_argv(
-        ["/bin/true"],
-        runtime_dir="/tmp",
-        limits=SandboxLimits(),
-        uid=UID_RANGE[-1] if host_is_root() else None,
-        env={"PATH": "/usr/bin:/bin"},
-        bwrap=path,
-    )
     try:
-        proc = subprocess.run(probe, capture_output=True, timeout=20, check=False)
+        proc = probe("pass", use_seccomp=use_seccomp, bwrap=path)
+    except seccomp.SeccompUnavailable as exc:
+        return str(exc)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap failed to start: {exc}"
     if proc.returncode != 0:
         detail = proc.stderr.decode(errors="replace").strip()
-        return f"bubblewrap cannot create the sandbox here: {detail or 'exit ' + str(proc.returncode)}"
+        what = "the seccomp filter" if use_seccomp else "the sandbox"
+        return f"bubblewrap cannot create {what} here: {detail or 'exit ' + str(proc.returncode)}"
     return None

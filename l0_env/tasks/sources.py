@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,20 +149,36 @@ def _load_file(path: Path) -> list[Task]:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno + 1}: invalid JSON ({e.msg} at column {e.colno})") from e
+    lineno = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(
+                        f"{path}:{lineno + 1}: invalid JSON ({e.msg} at column {e.colno})"
+                    ) from e
+                yield lineno, row
+    # A truncated or corrupt .gz raises a bare EOFError / BadGzipFile (an OSError), bad bytes a
+    # UnicodeDecodeError, none naming the file: say which file and where.
+    except (EOFError, OSError, UnicodeDecodeError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        what = "ends early (truncated?)" if isinstance(e, EOFError) else f"cannot be read ({e})"
+        raise ValueError(f"{path}: the file {what}, near line {lineno + 1}") from e
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path}: not a readable Parquet file ({e})") from e
     yield from enumerate(table.to_pylist())
 
 

@@ -11,9 +11,11 @@ seen in recent search results (a bounded cache), which is what an agent opens an
 
 One pooled ``httpx.Client`` per backend (thread-safe; keep-alive connections), a timeout per
 request, and retries with exponential backoff and jitter on connection errors, timeouts, 429 and
-5xx. When the server stays unreachable, `SearchUnavailable` says so in words the agent can act on;
-other failures raise `SearchError`. Neither is fatal to an episode: the env reports it to the
-agent as a tool error.
+5xx (waiting at least what a ``Retry-After`` header asks, up to 10 s). A 4xx reply (a request the
+server will never accept: too big, bad values) and our server's ``deadline_exceeded`` 504 (the same
+request would run out of time again) are not retried: they raise `SearchError` at once, with the
+server's reason. When the server stays unreachable, `SearchUnavailable` says so in words the agent
+can act on. Neither is fatal to an episode: the env reports it to the agent as a tool error.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from l0_env.tools.search import (
     passage_from_row,
 )
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+FINAL_ERRORS = frozenset({"deadline_exceeded"})  # error codes of our server that a retry cannot fix
+MAX_RETRY_AFTER = 10.0
 
 
 class HTTPSearch(SearchBackend):
@@ -112,9 +116,9 @@ class HTTPSearch(SearchBackend):
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
         if resp.status_code != 200:
-            raise SearchError(
-                f"the search server rejected the {what} request: HTTP {resp.status_code}: {_detail(resp)}"
-            )
+            code = _error_code(resp)
+            status = f"HTTP {resp.status_code}, {code}" if code else f"HTTP {resp.status_code}"
+            raise SearchError(f"the search server rejected the {what} request ({status}): {_detail(resp)}")
         try:
             return resp.json()
         except ValueError:
@@ -208,13 +212,16 @@ def request_with_retries(
 ) -> httpx.Response:
     """Send a request, retrying connection errors, timeouts, 429 and 5xx with exponential backoff.
 
-    Returns the first response that is not retryable (any status). Raises `SearchUnavailable`,
-    naming ``what`` and the last failure, when every attempt failed.
+    Returns the first response that is not retryable (any status; a 4xx or a reply whose JSON
+    ``error`` is in `FINAL_ERRORS` is returned at once). Raises `SearchUnavailable`, naming
+    ``what`` and the last failure, when every attempt failed.
     """
     last = ""
+    retry_after: float | None = None
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1) * (1 + 0.5 * random.random()))
+            time.sleep(backoff_delay(backoff, attempt, retry_after))
+        retry_after = None
         try:
             resp = client.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
@@ -223,8 +230,9 @@ def request_with_retries(
         except httpx.TransportError as exc:
             last = f"could not be reached ({type(exc).__name__}: {exc})"
             continue
-        if resp.status_code in _RETRY_STATUS:
+        if resp.status_code in RETRY_STATUS and _error_code(resp) not in FINAL_ERRORS:
             last = f"answered HTTP {resp.status_code}: {_detail(resp)}"
+            retry_after = _retry_after(resp)
             continue
         return resp
     tries = retries + 1
@@ -232,6 +240,31 @@ def request_with_retries(
         f"{what} {last} after {tries} attempt{'s' * (tries > 1)}; "
         "search is unavailable right now: try again later or answer with what you have"
     )
+
+
+def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): doubling, up to 50% jitter.
+
+    At least ``retry_after`` (a server's ``Retry-After``), capped at `MAX_RETRY_AFTER`.
+    """
+    delay = backoff * 2 ** (attempt - 1) * (1 + 0.5 * random.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        seconds = float(resp.headers.get("retry-after", ""))
+    except ValueError:
+        return None  # absent, or an HTTP date: the backoff alone decides
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    body = _safe_json(resp)
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _wrapped(item: Any) -> bool:

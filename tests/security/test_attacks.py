@@ -14,13 +14,14 @@ import psutil
 import pytest
 
 from .conftest import (
-    CELL_TIMEOUT,
     LIMITS,
     PROJECT,
     SECRET_NAME,
     SECRET_VALUE,
+    SHORT_CELL_TIMEOUT,
     assert_env_works,
     cell_text,
+    fresh_env,
     kernel_of,
     make_env,
     processes_mentioning,
@@ -261,18 +262,19 @@ def test_huge_output_is_bounded(env):
     assert_env_works(env)
 
 
-def test_c_level_infinite_loop_is_killed(env):
-    step(env, "notepad.add_fact('city', 'Paris')")
-    started = time.monotonic()
-    obs_text, _, info = step(env, "sum(range(10**12))")
-    elapsed = time.monotonic() - started
-    assert elapsed < CELL_TIMEOUT + 3.0 + 15.0, elapsed  # timeout + interrupt grace + restart
-    assert info["cell_status"] == "timeout"
-    assert info["kernel_restarted"]
-    assert "restarted" in obs_text
-    _, _, info = step(env, "print(notepad.facts)")
-    assert "'city': 'Paris'" in cell_text(info)
-    assert_env_works(env)
+def test_c_level_infinite_loop_is_killed(secret_env):
+    for env in fresh_env(cell_timeout=SHORT_CELL_TIMEOUT):  # a test of the timeout: a short one
+        step(env, "notepad.add_fact('city', 'Paris')")
+        started = time.monotonic()
+        obs_text, _, info = step(env, "sum(range(10**12))")
+        elapsed = time.monotonic() - started
+        assert elapsed < SHORT_CELL_TIMEOUT + 3.0 + 30.0, elapsed  # timeout + interrupt grace + restart
+        assert info["cell_status"] == "timeout"
+        assert info["kernel_restarted"]
+        assert "restarted" in obs_text
+        _, _, info = step(env, "print(notepad.facts)")
+        assert "'city': 'Paris'" in cell_text(info)
+        assert_env_works(env)
 
 
 @pytest.mark.parametrize(
