@@ -22,7 +22,8 @@ class Config:
     # -- run -------------------------------------------------------------------------------------
     preset: str | None = None
     """Start from a preset: 'tiny' (locally built tiny model, seconds), 'cpu-demo' (the README's
-    main job: oracle demonstrations → SFT → RL on SmolLM2-135M), 'gpu-7b' (a 7B model with LoRA)."""
+    main job: oracle demonstrations → SFT → RL on SmolLM2-135M), 'gpu-7b' (L0's Qwen2.5-7B run:
+full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     config: str | None = None
     """A YAML or JSON file of config values (applied after the preset, before the flags)."""
     model: str = "smollm2"
@@ -64,14 +65,38 @@ class Config:
     reproduces exactly on the notebook env."""
 
     # -- generation --------------------------------------------------------------------------------
-    backend: Literal["hf", "openai"] = "hf"
-    """Generation backend for rollouts: 'hf' (transformers generate). 'openai' is for eval only."""
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    """Generation backend for rollouts: 'hf' (transformers generate in the trainer's process) or
+    'vllm' (a vLLM engine, see vllm_server; the weights are pushed to it after every update).
+    'openai' is for eval only."""
     max_new_tokens: int = 192
     """Tokens per action; generation also stops at '</code>' and at end-of-turn."""
     temperature: float = 1.0
     """Sampling temperature (logprobs are of the temperature-scaled distribution)."""
     top_p: float = 1.0
     """Nucleus sampling; below 1 the sampler is not the trained distribution (slightly off-policy)."""
+    vllm_server: str = "auto"
+    """With backend 'vllm': 'auto' starts a vLLM OpenAI-compatible server from vllm_python on
+    127.0.0.1 (log in <output_dir>/vllm/server.log; stopped at the end, on errors and on
+    SIGTERM/SIGINT); a URL such as http://127.0.0.1:8000 uses a running server (e.g. from
+    `python -m l0_learner.backends.vllm_server --port 8000` with the same flags; it must read
+    <output_dir>/vllm/weights, where every update's weights are written); 'colocated' runs vllm.LLM
+    in this process (one GPU; needs vllm in this environment)."""
+    vllm_python: str | None = None
+    """Python of the vLLM environment for vllm_server 'auto' (None: $L0_VLLM_PYTHON, else the
+    .venv-vllm that scripts/setup.sh makes)."""
+    vllm_gpu_memory_utilization: float = 0.5
+    """Fraction of the GPU's memory the vLLM engine may take (the trainer needs the rest when both
+    share a GPU)."""
+    vllm_kv_cache_bytes: int | None = None
+    """KV cache of the vLLM engine in bytes; None: sized from vllm_gpu_memory_utilization on a GPU,
+    1 GiB on a CPU (where vLLM needs it set)."""
+    vllm_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES of an 'auto' server (None: the learner's), e.g. '7' on an 8-GPU node."""
+    vllm_args: str = ""
+    """Extra command-line arguments of an 'auto' server, e.g. '--tensor-parallel-size 2'."""
+    vllm_startup_timeout: float = 900.0
+    """Seconds to wait for an 'auto' server to answer /health (a CPU server takes 30-90 s)."""
 
     # -- algorithm ---------------------------------------------------------------------------------
     algorithm: Literal["agentic_pg", "grpo"] = "agentic_pg"
@@ -109,6 +134,15 @@ class Config:
     """LoRA rank (0: full fine-tuning). Needs the 'lora' extra (peft)."""
     lora_alpha: int = 32
     """LoRA alpha."""
+    tis: bool = True
+    """Truncated importance sampling: weight each action token's policy gradient by
+    min(pi_trainer / pi_sampler, tis_cap), detached, to correct for the sampler (vLLM, or bfloat16
+    kernels) and the trainer disagreeing on the logprobs. --no-tis: the uncorrected update."""
+    tis_cap: float = 2.0
+    """Cap C of the truncated importance weights (verl's tis_imp_ratio_cap)."""
+    dist_strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: 'ddp' replicates the model on every rank (small models, LoRA); 'fsdp' shards
+    it with FSDP2 (full fine-tuning of large models). Unused in a single process."""
 
     # -- rewards (L0 defaults) ------------------------------------------------------------------------
     qa_weight: float = 0.8
@@ -180,19 +214,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_max_steps": 2,
     },
     "gpu-7b": {
+        # L0's settings where the paper gives them: 8 agent steps, 16k-token context, 3k-token
+        # actions, 64 questions x 4 rollouts per update, lr 1e-6 full fine-tuning. On one 8-GPU
+        # node: the trainer on GPUs 0-6 under torchrun (FSDP2), a vLLM server on GPU 7:
+        #   CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6 torchrun --nproc-per-node 7 -m l0_learner.run \
+        #       --preset gpu-7b --tasks train.jsonl
         "model": "Qwen/Qwen2.5-7B-Instruct",
         "output_dir": "runs/gpu-7b",
+        "backend": "vllm",
+        "vllm_devices": "7",
+        "vllm_gpu_memory_utilization": 0.9,  # the server has its GPU to itself
+        "dtype": "bfloat16",  # computed in bfloat16, float32 weights and AdamW state (FSDP shards them)
         "iterations": 200,
-        "max_steps": 12,
-        "num_envs": 128,
-        "max_new_tokens": 1024,
-        "max_context_tokens": 16000,
-        "questions_per_batch": 32,
+        "max_steps": 8,
+        "max_context_tokens": 16384,
+        "max_new_tokens": 3072,
+        "questions_per_batch": 64,
         "group_size": 4,
-        "lr": 1e-5,  # LoRA adapters want a larger step than full fine-tuning (L0: 1e-6, full)
-        "micro_batch_tokens": 32768,
-        "lora_r": 64,  # full AdamW on 7B needs ~112 GB of state: more than one 80 GB GPU
-        "lora_alpha": 128,
+        "num_envs": 40,  # per rank: 7 ranks run the 256 episodes of a batch at once
+        "lr": 1e-6,
+        "lora_r": 0,  # LoRA option: --lora-r 64 --lora-alpha 128 --lr 1e-5 --dist-strategy ddp
+        "dist_strategy": "fsdp",
+        "micro_batch_tokens": 32768,  # one 16k+3k sample fits
+        "prompt_grad": True,
     },
 }
 
@@ -246,9 +290,25 @@ def make_config(preset: str | None = None, config_file: str | None = None, **ove
 
 
 def validate(cfg: Config) -> Config:
-    """Check value ranges; raise ValueError saying which value to fix."""
+    """Check types and value ranges; raise ValueError saying which value to fix.
+
+    Every ``int`` and ``float`` field must hold a finite number of its type (a bool, a string such
+    as YAML's ``3e-6``, nan or inf is refused: nan compares false with every bound, so it would
+    pass the range checks below), then the range checks apply.
+    """
+    import math
+
+    for f in fields(Config):
+        value = getattr(cfg, f.name)
+        if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{f.name} must be an int, got {value!r}")
+        if f.type == "float" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
     checks = [
         (cfg.iterations >= 0, "iterations must be >= 0"),
+        (cfg.seed >= 0, "seed must be >= 0"),
         (cfg.group_size >= 1, "group_size must be >= 1"),
         (cfg.questions_per_batch >= 1, "questions_per_batch must be >= 1"),
         (0.0 <= cfg.gamma <= 1.0, "gamma must be in [0, 1]"),
@@ -256,9 +316,38 @@ def validate(cfg: Config) -> Config:
         (cfg.temperature > 0, "temperature must be > 0"),
         (0.0 < cfg.top_p <= 1.0, "top_p must be in (0, 1]"),
         (cfg.max_steps >= 1, "max_steps must be >= 1"),
+        (cfg.cell_timeout > 0, "cell_timeout must be > 0 seconds"),
+        (cfg.max_context_tokens >= 1, "max_context_tokens must be >= 1"),
         (cfg.num_envs >= 1, "num_envs must be >= 1"),
+        (cfg.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+        (cfg.max_sampling_rounds >= 0, "max_sampling_rounds must be >= 0"),
+        (cfg.lr > 0, "lr must be > 0"),
+        (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
+        (cfg.max_grad_norm > 0, "max_grad_norm must be > 0"),
         (cfg.micro_batch_tokens >= 1, "micro_batch_tokens must be >= 1"),
         (cfg.kl_coef >= 0, "kl_coef must be >= 0"),
+        (
+            cfg.vllm_server in ("auto", "colocated") or cfg.vllm_server.startswith(("http://", "https://")),
+            "vllm_server must be 'auto', 'colocated' or a URL such as http://127.0.0.1:8000",
+        ),
+        (0.0 < cfg.vllm_gpu_memory_utilization <= 1.0, "vllm_gpu_memory_utilization must be in (0, 1]"),
+        (cfg.vllm_kv_cache_bytes is None or cfg.vllm_kv_cache_bytes > 0, "vllm_kv_cache_bytes must be > 0"),
+        (cfg.vllm_startup_timeout > 0, "vllm_startup_timeout must be > 0 seconds"),
+        (cfg.tis_cap > 0, "tis_cap must be > 0"),
+        (cfg.lora_r >= 0, "lora_r must be >= 0"),
+        (cfg.lora_alpha > 0, "lora_alpha must be > 0"),
+        (cfg.qa_weight >= 0, "qa_weight must be >= 0"),
+        (cfg.format_weight >= 0, "format_weight must be >= 0"),
+        (cfg.code_weight >= 0, "code_weight must be >= 0"),
+        (cfg.sft_demos >= 0, "sft_demos must be >= 0"),
+        (cfg.sft_epochs >= 0, "sft_epochs must be >= 0"),
+        (cfg.sft_lr > 0, "sft_lr must be > 0"),
+        (cfg.sft_batch_size >= 1, "sft_batch_size must be >= 1"),
+        (cfg.eval_questions >= 0, "eval_questions must be >= 0"),
+        (cfg.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
+        (cfg.save_every >= 1, "save_every must be >= 1"),
+        (cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+        (cfg.notebooks_per_iteration >= 0, "notebooks_per_iteration must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -298,6 +387,11 @@ def parse_cli(argv: Sequence[str] | None = None, *, prog: str = "python -m l0_le
     default = make_config(preset, config_file)
     cfg = tyro.cli(Config, default=default, args=args, prog=prog)
     cfg.preset, cfg.config = preset, config_file
+    if cfg.preset == "gpu-7b" and cfg.tasks is None:
+        raise ValueError(
+            "--preset gpu-7b needs --tasks FILE (JSONL or Parquet training questions): the 100 bundled "
+            "HotpotQA questions are a sample for the CPU presets, not a 7B run"
+        )
     return validate(cfg)
 
 

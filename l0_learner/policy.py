@@ -14,6 +14,7 @@ work of an agent step is reading that prompt.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -54,6 +55,18 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def compute_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast(device.type, dtype)``, or nothing for ``dtype=None``.
+
+    The trainer keeps trainable weights in float32 (an update of 1e-6 is below one bfloat16 ulp of
+    a weight near 0.02, so bfloat16 weights would not move) and computes in bfloat16 under this
+    context; the sampler runs under the same one so that both see the same numbers.
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolve_model(name: str) -> tuple[str, str | None]:
@@ -130,9 +143,51 @@ def _cache_converted(model: Any, tok: Any, target: Path) -> None:
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The prompt ids of a conversation, ending with the assistant turn's opening."""
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """The prompt ids of a conversation, ending with the assistant turn's opening.
+
+    Message contents are data, never markup: an observation that prints ``<|im_start|>system``
+    (cell output, a page, the notepad) must not become a real control token, a fake system turn.
+    So the template is rendered with a placeholder per content, its structure (role markers) is
+    tokenized with special tokens, and each content with special-token splitting on. Lone
+    surrogates in a content (tokenizers refuse them) become U+FFFD.
+
+    Raises:
+        ValueError: The chat template does not place every message's content unchanged (it
+            rewrites contents), so contents cannot be kept apart from its markup.
+    """
+    import re
+
+    slots = [f"\ue000l0-content-{i}\ue001" for i in range(len(messages))]
+    text = tokenizer.apply_chat_template(
+        [{**m, "content": slot} for m, slot in zip(messages, slots, strict=True)],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    contents = {
+        slot: re.sub("[\ud800-\udfff]", "\ufffd", str(m.get("content", "")))
+        for m, slot in zip(messages, slots, strict=True)
+    }
+    pieces = (
+        [p for p in re.split("(" + "|".join(map(re.escape, slots)) + ")", text) if p] if slots else [text]
+    )
+    missing = [i for i, slot in enumerate(slots) if slot not in pieces]
+    if missing:
+        raise ValueError(
+            f"the chat template does not place message {missing[0]}'s content unchanged; encode_chat "
+            "needs one that does (to keep contents apart from control tokens)"
+        )
+
+    def encode(texts: list[str], *, split: bool) -> list[list[int]]:
+        if not texts:
+            return []
+        return tokenizer(texts, add_special_tokens=False, split_special_tokens=split)["input_ids"]
+
+    data_ids = iter(encode([contents[p] for p in pieces if p in contents], split=True))
+    markup_ids = iter(encode([p for p in pieces if p not in contents], split=False))
+    ids: list[int] = []
+    for p in pieces:
+        ids.extend(next(data_ids) if p in contents else next(markup_ids))
+    return ids
 
 
 def left_pad(
@@ -246,11 +301,13 @@ def _response_logprobs_cached(
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
-    kw = cache_kwarg(model.forward)
+    kw = cache_kwarg(getattr(model, "module", model).forward)  # a DDP wrapper takes **kwargs
     heads = [list(p[:-1]) for p in prompts]
     shared = common_prefix_len(heads)
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0  # too short to be worth a separate pass: no cached prefix, nothing to offset by
     cache = None
-    if shared >= MIN_SHARED_PREFIX:
+    if shared:
         cache = shared_prefix_cache(model, heads[0][:shared], len(prompts))
         heads = [h[shared:] for h in heads]
     prefix_ids, prefix_mask = left_pad(heads, pad_id, device)

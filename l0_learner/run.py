@@ -19,6 +19,12 @@ Examples::
     python -m l0_learner.run --preset tiny --iterations 3 --output-dir runs/smoke
     python -m l0_learner.run --preset cpu-demo --resume
     python -m l0_learner.run --config my.yaml --lr 3e-6 --seed 1
+    CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6 torchrun --nproc-per-node 7 -m l0_learner.run \\
+        --preset gpu-7b --tasks train.jsonl          # vLLM on GPU 7
+
+Under ``torchrun`` every rank runs this module: the RL stage is data-parallel (see
+:mod:`l0_learner.distributed`), rank 0 writes the run directory; the SFT and evaluation stages run
+in one process only (``--sft-demos 0 --eval-questions 0`` under torchrun).
 """
 
 from __future__ import annotations
@@ -59,12 +65,24 @@ class Stages:
 
 
 def _evaluate(cfg: Config, model: Any, tokenizer: Any, label: str) -> dict[str, Any]:
+    import torch
+
     from .algorithms.agentic_pg import TokenCounter
     from .backends.hf import HFBackend
     from .eval import evaluate, load_eval_tasks
+    from .policy import pick_dtype
 
+    # The trained policy holds float32 weights (see AgenticPG): evaluate it in the compute dtype.
+    param = next(model.parameters())
+    compute = pick_dtype(cfg.dtype, param.device)
+    autocast = compute if param.dtype == torch.float32 and compute != torch.float32 else None
     backend = HFBackend(
-        model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.num_envs
+        model,
+        tokenizer,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0.0,
+        batch_size=cfg.num_envs,
+        autocast=autocast,
     )
     started = time.perf_counter()
     summary, _ = evaluate(
@@ -96,7 +114,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     says how to resume, and it exits with 143 (SIGTERM) or 130 (SIGINT). A full disk while a
     checkpoint is written exits with status 1 and the same kind of message.
     """
+    from .distributed import init_from_env, shutdown
+
     cfg = parse_cli(argv)
+    ranks = init_from_env(cfg.device)
+    if ranks.enabled and (cfg.sft_demos or cfg.eval_questions):
+        shutdown()
+        raise SystemExit(
+            "under torchrun only the RL stage runs: run the SFT/evaluation stages in one process "
+            "(python -m l0_learner.run ... --iterations 0), then torchrun with --model <its "
+            "output_dir>/sft --sft-demos 0 --eval-questions 0"
+        )
     with StopOnSignals():
         try:
             return _run(cfg)
@@ -111,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if exc.errno != errno.ENOSPC and "disk full" not in str(exc):
                 raise
             raise SystemExit(f"error: {exc}\nstopped {_stopped_at(cfg)}. {_resume_hint(cfg, argv)}") from exc
+        finally:
+            shutdown()
 
 
 def _stopped_at(cfg: Config) -> str:
@@ -134,19 +164,22 @@ def _run(cfg: Config) -> dict[str, Any]:
     import torch
 
     from .algorithms.agentic_pg import ALGORITHMS, seed_everything
+    from .distributed import Ranks
     from .eval import markdown_table
     from .policy import load_policy
 
+    main_rank = Ranks.current().is_main  # under torchrun rank 0 writes the run directory
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     if not cfg.resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
         raise SystemExit(
             f"{out} already holds checkpoints: pass --resume to continue, or another --output-dir"
         )
-    run = RunDir(out, tensorboard=cfg.tensorboard)
+    run = RunDir(out, tensorboard=cfg.tensorboard) if main_rank else None
     stages = Stages(out / "stages.json")
-    run.write_config(to_dict(cfg))
-    print("config: " + json.dumps(to_dict(cfg), default=str), flush=True)
+    if run is not None:
+        run.write_config(to_dict(cfg))
+        print("config: " + json.dumps(to_dict(cfg), default=str), flush=True)
     seed_everything(cfg.seed)
     evals: list[dict[str, Any]] = list(stages.data.get("evals", []))
 
@@ -229,18 +262,19 @@ def _run(cfg: Config) -> dict[str, Any]:
 
     algo_cls = ALGORITHMS[cfg.algorithm]
     algo = algo_cls(dataclasses.replace(cfg, model=rl_model), run=run)
-    latest = run.latest_checkpoint()
+    found = find_checkpoints(out)
+    latest = found[-1] if found else None
     if cfg.resume and latest is not None:
         algo.load(latest)
-        print(f"resumed from {latest} (iteration {algo.iteration})", flush=True)
+        if main_rank:
+            print(f"resumed from {latest} (iteration {algo.iteration})", flush=True)
     try:
         algo.learn(cfg.iterations, progress=cfg.progress)
         if "final" not in stages or stages["final"] != algo.iteration:
             with critical():
-                model = algo.model.merge_and_unload() if cfg.lora_r > 0 else algo.model
-                model.save_pretrained(out / "final")
-                algo.tokenizer.save_pretrained(out / "final")
-                stages.set("final", algo.iteration)
+                algo.save_pretrained(out / "final")
+                if main_rank:
+                    stages.set("final", algo.iteration)
         # Marked with the iteration it evaluated: `--resume --iterations N` that trains further
         # evaluates again.
         if cfg.eval_questions and stages.data.get("eval_after_rl") != algo.iteration:
@@ -249,7 +283,8 @@ def _run(cfg: Config) -> dict[str, Any]:
             commit_eval({**row, "iterations": algo.iteration}, "eval_after_rl", algo.iteration)
     finally:
         algo.close()
-        run.close()
+        if run is not None:
+            run.close()
     seconds = time.perf_counter() - started
     if evals:
         table = markdown_table(evals, label="stage")
@@ -260,7 +295,8 @@ def _run(cfg: Config) -> dict[str, Any]:
         )
         atomic_write_text(out / "results.md", table + note)
         print("\n" + table, flush=True)
-    print(f"done: {algo.iteration} iterations, {seconds / 60:.1f} min; run directory {out}", flush=True)
+    if main_rank:
+        print(f"done: {algo.iteration} iterations, {seconds / 60:.1f} min; run directory {out}", flush=True)
     return {"evals": evals, "iterations": algo.iteration, "seconds": seconds}
 
 

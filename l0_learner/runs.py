@@ -9,8 +9,8 @@ Layout::
       notebooks/             sample episodes as .ipynb
       checkpoints/iter_000003/
         model.safetensors    trainable weights (all of them, or only the LoRA adapters)
-        optimizer.pt         AdamW state
-        rng.pt               torch / Python RNG states
+        optimizer.pt         AdamW state (by parameter name when written under FSDP)
+        rng.pt               torch / Python RNG states (and every rank's, from a torchrun run)
         trainer_state.json   iteration, question order and position, NumPy generator state
 
 A checkpoint is written to a temporary folder beside its final name and renamed into place, so a
@@ -29,6 +29,7 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +142,23 @@ class RunDir:
         self,
         iteration: int,
         *,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
         trainer_state: dict[str, Any],
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
+        optimizer_state: dict[str, Any] | None = None,
+        rng: list[dict[str, Any]] | None = None,
         keep: int = 2,
     ) -> Path:
         """Write the checkpoint of ``iteration`` atomically and prune older ones (keeps ``keep``).
+
+        Args:
+            iteration: The iteration it holds.
+            trainer_state: JSON-able trainer state.
+            model, optimizer: Take the trainable weights and the optimizer state from these...
+            weights, optimizer_state: ...or pass them gathered already (a sharded model).
+            rng: Every rank's :func:`rng_state` (default: this process's).
+            keep: Checkpoints to keep.
 
         Raises:
             OSError: The checkpoint could not be written (``errno.ENOSPC`` when the disk is full).
@@ -161,17 +173,21 @@ class RunDir:
             shutil.rmtree(leftover, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            weights = {
-                n: p.detach().cpu().contiguous().clone()
-                for n, p in model.named_parameters()
-                if p.requires_grad
-            }
+            if weights is None:
+                weights = {
+                    n: p.detach().cpu().contiguous().clone()
+                    for n, p in model.named_parameters()
+                    if p.requires_grad
+                }
             save_file(weights, str(tmp / "model.safetensors"))
             del weights
-            rng = {"torch": torch.get_rng_state(), "python": random.getstate(), **_cuda_rng()}
+            ranks = rng or [rng_state()]
+            rngs = {**ranks[0], "ranks": ranks} if len(ranks) > 1 else ranks[0]
+            if optimizer_state is None:
+                optimizer_state = optimizer.state_dict()
             # torch.save to an open file: a failed write raises the OSError itself (to a path it
             # raises an opaque RuntimeError from the zip writer).
-            for name, obj in (("optimizer.pt", optimizer.state_dict()), ("rng.pt", rng)):
+            for name, obj in (("optimizer.pt", optimizer_state), ("rng.pt", rngs)):
                 with open(tmp / name, "wb") as fh:
                     torch.save(obj, fh)
             with open(tmp / "trainer_state.json", "w", encoding="utf-8") as fh:
@@ -232,36 +248,73 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _cuda_rng() -> dict[str, Any]:
-    return {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+def rng_state() -> dict[str, Any]:
+    """This process's torch (and CUDA) and Python RNG states."""
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), **cuda}
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG states from a checkpoint; returns its trainer state.
+def restore_rng(rng: dict[str, Any], rank: int = 0) -> None:
+    """Set the RNGs from a checkpoint's ``rng.pt``: rank ``rank``'s states where it holds them."""
+    ranks = rng.get("ranks") or [rng]
+    mine = ranks[rank] if rank < len(ranks) else rng
+    torch.set_rng_state(mine["torch"])
+    random.setstate(mine["python"])
+    if "cuda" in mine and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(mine["cuda"])
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint folder holds (see the module docstring)."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    rng: dict[str, Any]
+    trainer_state: dict[str, Any]
+
+
+def read_checkpoint(path: str | os.PathLike[str], expected: set[str] | None = None) -> Checkpoint:
+    """Read a checkpoint folder.
+
+    Args:
+        path: The checkpoint folder.
+        expected: The model's trainable parameter names, to check the weights against.
 
     Raises:
-        ValueError: If the checkpoint's weights do not match the model's trainable parameters.
+        ValueError: If the checkpoint's weights do not match ``expected``.
     """
     from safetensors.torch import load_file
 
     path = Path(path)
     weights = load_file(str(path / "model.safetensors"))
-    params = dict(model.named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
-    if set(weights) != expected:
+    if expected is not None and set(weights) != expected:
         missing, extra = sorted(expected - set(weights))[:5], sorted(set(weights) - expected)[:5]
         raise ValueError(
             f"{path}: checkpoint does not match the model (missing {missing}, unexpected {extra})"
         )
+    return Checkpoint(
+        weights=weights,
+        optimizer_state=torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False),
+        rng=torch.load(path / "rng.pt", weights_only=False),
+        trainer_state=json.loads((path / "trainer_state.json").read_text(encoding="utf-8")),
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG states from a checkpoint into an unsharded model;
+    returns its trainer state (the trainer uses :func:`read_checkpoint` and loads shards itself).
+
+    Raises:
+        ValueError: If the checkpoint's weights do not match the model's trainable parameters.
+    """
+    params = dict(model.named_parameters())
+    ckpt = read_checkpoint(path, {n for n, p in params.items() if p.requires_grad})
     with torch.no_grad():
-        for name, tensor in weights.items():
+        for name, tensor in ckpt.weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    rng = torch.load(path / "rng.pt", weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    restore_rng(ckpt.rng)
+    return ckpt.trainer_state

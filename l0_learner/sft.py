@@ -35,7 +35,7 @@ import torch
 
 from l0_env.recording import append_jsonl
 
-from .policy import encode_chat, response_logprobs
+from .policy import compute_context, encode_chat, response_logprobs
 
 
 def record_demonstrations(
@@ -215,6 +215,16 @@ def sft(
 
     data = tokenize_samples(tokenizer, samples)
     params = [p for p in model.parameters() if p.requires_grad]
+    compute = params[0].dtype if params else torch.float32
+    if compute != torch.float32:
+        # Trainable weights in float32, computed in their original dtype under autocast: a
+        # bfloat16 weight near 0.02 does not move by an update below one ulp (~1e-4), so SFT on
+        # bfloat16 weights would silently learn little (the trainer does the same; see policy.py).
+        for p in params:
+            p.data = p.data.float()
+    autocast = compute_context(
+        params[0].device if params else torch.device("cpu"), None if compute == torch.float32 else compute
+    )
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses: list[float] = []
@@ -231,14 +241,15 @@ def sft(
             n_tokens = sum(len(r) for _, r in batch)
             total = 0.0
             for mb in _pack(batch, micro_batch_tokens):
-                logp, mask = response_logprobs(
-                    model,
-                    [p for p, _ in mb],
-                    [r for _, r in mb],
-                    pad_id=tokenizer.pad_token_id,
-                    prompt_grad=prompt_grad,
-                )
-                loss = -(logp * mask).sum() / max(1, n_tokens)
+                with autocast:
+                    logp, mask = response_logprobs(
+                        model,
+                        [p for p, _ in mb],
+                        [r for _, r in mb],
+                        pad_id=tokenizer.pad_token_id,
+                        prompt_grad=prompt_grad,
+                    )
+                loss = -(logp.float() * mask).sum() / max(1, n_tokens)
                 loss.backward()
                 total += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -2,7 +2,9 @@
 
 A byte-level BPE tokenizer is trained with ``tokenizers`` on a small built-in text (the env's
 action format and some English), given a ChatML chat template, and paired with a randomly
-initialised 2-layer Qwen2 model. Nothing is downloaded.
+initialised 2-layer Qwen2 model. Nothing is downloaded. The heads are 32 wide (2 query heads,
+1 KV head at width 64): vLLM's CPU attention supports no head size below 32, and the same files
+serve the ``hf`` and ``vllm`` backends.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ for i in range(10): print(i, i * 2) # numbers 0123456789
 """
 
 
+HEAD_DIM = 32
+"""Attention head width: the smallest that vLLM's CPU attention kernels take."""
+
+
+def _built_with(path: Path, shape: dict[str, int]) -> bool:
+    """Whether ``path`` holds a finished build of this shape (an older build is rebuilt)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (path / "tokenizer.json").exists() and all(config.get(k) == v for k, v in shape.items())
+
+
 def build_tiny_model(
     path: str | Path, *, vocab_size: int = 320, hidden_size: int = 64, seed: int = 0
 ) -> Path:
@@ -41,7 +58,8 @@ def build_tiny_model(
     Args:
         path: Output directory, loadable with ``from_pretrained``.
         vocab_size: BPE vocabulary size (byte alphabet + merges + specials).
-        hidden_size: Model width; 2 layers, 4 heads, 2 KV heads.
+        hidden_size: Model width; 2 layers, heads of width 32 (hidden_size // 32 query heads,
+            half as many KV heads, at least one).
         seed: Seed of the random weights.
     """
     import torch
@@ -49,7 +67,13 @@ def build_tiny_model(
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     path = Path(path)
-    if (path / "config.json").exists() and (path / "tokenizer.json").exists():
+    heads = max(1, hidden_size // HEAD_DIM)
+    shape = {
+        "hidden_size": hidden_size,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+    }
+    if _built_with(path, shape):
         return path
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -71,11 +95,9 @@ def build_tiny_model(
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(hf_tok),
-        hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **shape,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         eos_token_id=hf_tok.eos_token_id,

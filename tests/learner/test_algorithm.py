@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from l0_learner.algorithms import GRPO, AgenticPG, Callback
+from l0_learner.algorithms.batch import Sample
 from l0_learner.config import make_config
 from l0_learner.policy import response_logprobs
 from l0_learner.rollout import Episode, Job, StepSample
@@ -68,11 +69,11 @@ def test_kl_is_zero_against_itself_then_positive_and_weights_change(tiny_path) -
 
 def test_every_token_of_a_step_gets_its_advantage_and_micro_batches_respect_the_budget(tiny_path) -> None:
     algo = make_algo(tiny_path, micro_batch_tokens=40)
-    samples = [([1] * n, [2] * 3, [0.0] * 3, 1.0) for n in (5, 30, 10, 2, 17)]
+    samples = [Sample([1] * n, [2] * 3, [0.0] * 3, 1.0) for n in (5, 30, 10, 2, 17)]
     batches = algo.micro_batches(samples)
-    assert sorted(len(s[0]) for b in batches for s in b) == [2, 5, 10, 17, 30]
+    assert sorted(len(s.prompt_ids) for b in batches for s in b) == [2, 5, 10, 17, 30]
     for b in batches:
-        assert len(b) == 1 or len(b) * max(len(s[0]) + len(s[1]) for s in b) <= 40
+        assert len(b) == 1 or len(b) * max(s.tokens for s in b) <= 40
     # Zero advantages and no KL: the loss is zero, so the weights do not move (grad only from A).
     algo0 = make_algo(tiny_path, kl_coef=0.0)
     eps, _, _ = algo0.collect()

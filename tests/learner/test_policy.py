@@ -59,6 +59,21 @@ def test_padding_does_not_change_logprobs(tiny_policy) -> None:
     assert torch.allclose(together[0, -2:], alone[0, -2:], atol=1e-5)
 
 
+def test_cached_prompt_logprobs_equal_the_full_pass_when_prompts_share_a_short_prefix(tiny_policy) -> None:
+    """prompt_grad=False with a common prefix under MIN_SHARED_PREFIX (chat-template prompts of the
+    toy env share ~25 tokens; a lone short prompt shares all of itself): no offset, no extra mask."""
+    model, tok = tiny_policy
+    cases = [
+        ([[5, 6, 7], list(range(5, 15))], [[30, 31, 32], [33, 34]]),  # one prompt a prefix of the other
+        ([[5, 6, 7, 8, 9, 10, 11]], [[30, 31]]),  # a single short prompt
+        ([[*range(5, 30), 40], [*range(5, 30), 41, 42, 43]], [[30], [31, 32, 33]]),  # 25 shared tokens
+    ]
+    for prompts, responses in cases:
+        full, _ = response_logprobs(model, prompts, responses, pad_id=tok.pad_token_id, prompt_grad=True)
+        cached, _ = response_logprobs(model, prompts, responses, pad_id=tok.pad_token_id, prompt_grad=False)
+        assert torch.allclose(full, cached, atol=1e-5), (prompts, (full - cached).abs().max())
+
+
 def test_generation_stops_after_code_close_and_at_eos(tiny_policy) -> None:
     model, tok = tiny_policy
     backend = HFBackend(model, tok)
@@ -96,3 +111,97 @@ def test_shared_prefix_changes_nothing_but_the_cost(tiny_policy) -> None:
             first = [g.response_ids for g in gens]
         else:
             assert [g.response_ids for g in gens] == first
+
+
+def _peak_tensor_bytes(fn) -> int:
+    """Peak bytes of live CPU tensors while ``fn`` runs (torch's own allocator accounting)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
+
+
+def _model_with_vocab(tok, vocab: int):
+    """A 1-layer Qwen2 of ``vocab`` output tokens that never ends a row (eos/pad logits pushed down)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    model.lm_head = torch.nn.Linear(32, vocab, bias=True)
+    with torch.no_grad():
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[[tok.eos_token_id, tok.pad_token_id]] = -1e4
+    return model
+
+
+def test_sampler_memory_per_token_does_not_grow_with_the_vocabulary(tiny_policy) -> None:
+    """Peak memory per generated token: the same for a 320- and an 8192-token vocabulary.
+
+    Keeping every step's logits (``output_logits=True``) grew it by rows × vocabulary × 4 bytes
+    (three copies: ~390 KB per step at 8192 tokens and 4 rows, against ~0.7 KB of KV cache).
+    """
+    _, tok = tiny_policy
+    rows, prompts = 4, [[5, 6, 7, 8], [9, 10, 11, 12, 13, 14], [15, 16], [17, 18, 19]]
+    slope = {}
+    for vocab in (320, 8192):
+        model = _model_with_vocab(tok, vocab)
+        peaks = {}
+        for steps in (8, 40):
+            backend = HFBackend(model, tok, max_new_tokens=steps, stop=(), batch_size=rows)
+            gens: list = []
+            torch.manual_seed(1)
+            peaks[steps] = _peak_tensor_bytes(lambda b=backend, out=gens: out.extend(b.generate_ids(prompts)))
+            assert [len(g.response_ids) for g in gens] == [steps] * rows, "every row must run all steps"
+            assert all(len(g.logprobs) == steps for g in gens)
+        slope[vocab] = (peaks[40] - peaks[8]) / 32
+    growth = slope[8192] - slope[320]
+    one_row = rows * 4 * (8192 - 320)  # one more float32 vocabulary row per batch row
+    assert growth < one_row / 10, (
+        f"peak bytes per generated token grow with the vocabulary: {slope} (one float32 vocabulary "
+        f"row per batch row is {one_row} bytes): the sampler keeps per-step logits"
+    )
+
+
+def test_the_models_generation_config_does_not_change_what_is_sampled(tiny_policy) -> None:
+    """A model's generation_config.json (Qwen2.5 ships repetition_penalty and top_k) must not reach
+    the sampler: it samples softmax(logits / T), the distribution the trainer scores."""
+    model, tok = tiny_policy
+    prompts = [encode_chat(tok, CONV), encode_chat(tok, CONV[1:])]
+    runs = []
+    for shaped in (False, True):
+        if shaped:
+            model.generation_config.update(
+                repetition_penalty=3.0, no_repeat_ngram_size=1, top_k=3, min_p=0.5, typical_p=0.2
+            )
+        torch.manual_seed(5)
+        runs.append(HFBackend(model, tok, max_new_tokens=10, stop=()).generate_ids(prompts))
+    plain, shaped = runs
+    assert [g.response_ids for g in plain] == [g.response_ids for g in shaped]
+    assert [g.logprobs for g in plain] == [g.logprobs for g in shaped]
+    lp, _ = response_logprobs(
+        model, [g.prompt_ids for g in shaped], [g.response_ids for g in shaped], pad_id=tok.pad_token_id
+    )
+    for i, g in enumerate(shaped):
+        n = len(g.response_ids)
+        assert torch.allclose(lp[i, -n:], torch.tensor(g.logprobs), atol=1e-4)
