@@ -22,7 +22,8 @@ class Config:
     # -- run -------------------------------------------------------------------------------------
     preset: str | None = None
     """Start from a preset: 'tiny' (locally built tiny model, seconds), 'cpu-demo' (the README's
-    main job: oracle demonstrations → SFT → RL on SmolLM2-135M), 'gpu-7b' (L0's Qwen2.5-7B run:
+    main job: oracle demonstrations → SFT → RL on SmolLM2-135M), 'cpu-rl' (the same with 24
+    updates and 400 paired held-out questions: benchmarks/rl_gain.py), 'gpu-7b' (L0's Qwen2.5-7B run:
 full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     config: str | None = None
     """A YAML or JSON file of config values (applied after the preset, before the flags)."""
@@ -46,9 +47,15 @@ full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     env: Literal["notebook", "toy"] = "notebook"
     """'notebook' (L0Notebook-v0) or 'toy' (a pure-Python text-reward env for tests/benchmarks)."""
     tasks: str | None = None
-    """Training questions: None for the bundled HotpotQA sample, or a JSONL/Parquet file."""
-    split: str = "train"
-    """Bundled split to train on when tasks is None."""
+    """RL training questions, a data spec (l0_learner.data): 'hotpotqa-train' (the default, None),
+    'hotpotqa-dev[300:]' (a slice of the bundled dev sample), or a JSONL/Parquet file with an
+    optional [start:stop]. Must not overlap sft_tasks' demonstrations or the evaluation questions."""
+    corpus: str | None = None
+    """Passage file for the embedded BM25 (None: the bundled HotpotQA passages); JSONL/Parquet rows
+    {"id","title","text"} or Search-R1's {"id","contents"}."""
+    search: str | None = None
+    """Search backend spec instead of BM25 over corpus: 'bm25', 'dense', 'hybrid', a Search-R1
+    server's URL ('http://127.0.0.1:8000'), 'serper'."""
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
     """Kernel sandbox (see l0_env): 'bwrap' refuses to run without bubblewrap."""
     max_steps: int = 4
@@ -145,6 +152,11 @@ full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     it with FSDP2 (full fine-tuning of large models). Unused in a single process."""
 
     # -- rewards (L0 defaults) ------------------------------------------------------------------------
+    reward_preset: Literal["l0", "paper"] = "l0"
+    """Answer reward: 'l0' (L0's code: 0.9·EM + 0.1·has_answer) or 'paper' (L0's paper: 0.5·EM +
+    0.4·F1 + 0.1·has_answer, partial credit: a denser signal for small models)."""
+    silent_cell: float = 0.0
+    """Code reward of a cell that ran without error and printed nothing (L0's rule: 0)."""
     qa_weight: float = 0.8
     """Weight of the answer reward."""
     format_weight: float = 0.1
@@ -153,6 +165,8 @@ full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     """Weight of the mean code-execution reward."""
 
     # -- cold start and evaluation (cpu-demo) ----------------------------------------------------------
+    sft_tasks: str = "hotpotqa-train"
+    """Questions the oracle demonstrations are recorded on (a data spec, see tasks)."""
     sft_demos: int = 0
     """Oracle demonstration steps to record and fine-tune on before RL (0: no cold start). The
     oracle searches the question, prints the hits and submits the gold answer; only episodes
@@ -163,10 +177,15 @@ full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     """Learning rate of supervised fine-tuning."""
     sft_batch_size: int = 8
     """Samples per SFT update."""
+    eval_tasks: str = "hotpotqa-dev[:400]"
+    """Held-out questions of the before/after table (a data spec); the first eval_questions are used."""
     eval_questions: int = 0
-    """Held-out dev questions for the before/after table (0: no table)."""
+    """Held-out questions for the before/after table (0: no table). The same questions are scored
+    at every stage, so the changes are tested as paired (McNemar, bootstrap intervals)."""
     eval_max_steps: int = 3
     """Steps per evaluation episode."""
+    eval_before: bool = True
+    """Also evaluate the starting model (before SFT, or before RL without SFT)."""
 
     # -- logging and checkpoints -------------------------------------------------------------------
     save_every: int = 1
@@ -196,22 +215,53 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_sampling_rounds": 1,
         "prompt_grad": False,
     },
+    # The main job: the whole story on 2 CPU cores in ~40 min, sizes kept modest (48 held-out
+    # questions resolve only large changes; cpu-rl is the experiment that can resolve RL's).
     "cpu-demo": {
         "model": "smollm2",
         "output_dir": "runs/cpu-demo",
-        "iterations": 4,
+        "iterations": 6,
         "max_steps": 2,
-        "num_envs": 8,
+        "num_envs": 16,
         "max_new_tokens": 128,  # the demonstrated actions are 30-115 tokens
         "max_context_tokens": 3072,
-        "questions_per_batch": 2,
+        "questions_per_batch": 4,
         "group_size": 4,
-        "lr": 5e-6,
+        "lr": 1e-5,
+        "kl_coef": 0.0,
+        "reward_preset": "paper",
         "max_sampling_rounds": 2,
+        "tasks": "hotpotqa-dev[400:]",  # RL on questions neither SFT nor the evaluation sees
+        "sft_tasks": "hotpotqa-train",
         "sft_demos": 112,  # every training question whose answer the oracle's search shows (56 of 100)
         "prompt_grad": False,
-        "eval_questions": 32,
+        "eval_tasks": "hotpotqa-dev[:400]",
+        "eval_questions": 48,
         "eval_max_steps": 2,
+    },
+    # benchmarks/rl_gain.py: the RL step measured on 400 paired held-out questions.
+    "cpu-rl": {
+        "model": "smollm2",
+        "output_dir": "runs/cpu-rl",
+        "iterations": 24,
+        "max_steps": 2,
+        "num_envs": 16,
+        "max_new_tokens": 128,
+        "max_context_tokens": 3072,
+        "questions_per_batch": 4,
+        "group_size": 4,
+        "lr": 1e-5,
+        "kl_coef": 0.0,
+        "reward_preset": "paper",
+        "max_sampling_rounds": 2,
+        "tasks": "hotpotqa-dev[400:]",
+        "sft_tasks": "hotpotqa-train",
+        "sft_demos": 112,
+        "prompt_grad": False,
+        "eval_tasks": "hotpotqa-dev[:400]",
+        "eval_questions": 400,
+        "eval_max_steps": 2,
+        "eval_before": False,  # the base model scores 0 (no well-formed step): 45 min saved
     },
     "gpu-7b": {
         # L0's settings where the paper gives them: 8 agent steps, 16k-token context, 3k-token
@@ -344,6 +394,8 @@ def validate(cfg: Config) -> Config:
         (cfg.sft_lr > 0, "sft_lr must be > 0"),
         (cfg.sft_batch_size >= 1, "sft_batch_size must be >= 1"),
         (cfg.eval_questions >= 0, "eval_questions must be >= 0"),
+        (cfg.reward_preset in ("l0", "paper"), "reward_preset must be 'l0' or 'paper'"),
+        (0.0 <= cfg.silent_cell <= 1.0, "silent_cell must be in [0, 1]"),
         (cfg.eval_max_steps >= 1, "eval_max_steps must be >= 1"),
         (cfg.save_every >= 1, "save_every must be >= 1"),
         (cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
@@ -352,6 +404,16 @@ def validate(cfg: Config) -> Config:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    if cfg.env == "notebook":
+        from .data import parse_data_spec
+
+        for name in ("tasks", "sft_tasks", "eval_tasks"):
+            spec = getattr(cfg, name)
+            if spec is not None:
+                try:
+                    parse_data_spec(spec)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
     return cfg
 
 

@@ -179,8 +179,18 @@ def init_from_env(device: str = "auto") -> Ranks:
     return Ranks.current()
 
 
-def shutdown() -> None:
+def shutdown(*, together: bool = False) -> None:
+    """Tear down the process group (if any).
+
+    Args:
+        together: Wait for every rank first (the normal end of a run). A rank that destroys its
+            gloo group and exits while another still works (rank 0 writing ``final/``) was seen to
+            abort ("terminate called without an active exception"). Not after an error: the other
+            ranks may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -10,14 +10,69 @@ over single ``gym.make`` envs with the same interface::
 
 ``episode_log(venv, i)`` returns env ``i``'s full :class:`l0_env.recording.EpisodeLog` where the
 env exposes one (for the sample notebooks), else ``None``.
+
+:func:`notebook_env_kwargs` is the one place where a learner config becomes env settings: RL,
+evaluation and the SFT demonstrations all build their envs from it, so they run with the same
+sandbox, cell timeout, context budget, search and rewards (only the questions and, for
+evaluation, the step limit differ).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
+
+
+class TokenCounter:
+    """The env's context budget counted in the policy's own tokens (picklable)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def reward_weights(cfg: Any) -> Any:
+    """The env's reward settings for a learner config (preset, then the weights over it)."""
+    from l0_env.rewards import RewardWeights
+
+    return RewardWeights.preset(
+        cfg.reward_preset,
+        qa=cfg.qa_weight,
+        format=cfg.format_weight,
+        code=cfg.code_weight,
+        silent_cell=cfg.silent_cell,
+    )
+
+
+def notebook_env_kwargs(
+    cfg: Any, tokenizer: Any, tasks: Sequence[Mapping[str, Any]], *, max_steps: int | None = None
+) -> dict[str, Any]:
+    """``L0Notebook-v0`` settings for a learner config (:class:`l0_learner.config.Config`).
+
+    Args:
+        cfg: The learner config.
+        tokenizer: The policy's tokenizer (the context budget is counted in its tokens).
+        tasks: The questions (task dicts, e.g. from :func:`l0_learner.data.load_task_dicts`).
+        max_steps: Steps per episode (default ``cfg.max_steps``; evaluation passes its own).
+    """
+    kwargs: dict[str, Any] = {
+        "tasks": [dict(t) for t in tasks],
+        "sandbox": cfg.sandbox,
+        "max_steps": cfg.max_steps if max_steps is None else max_steps,
+        "cell_timeout": cfg.cell_timeout,
+        "max_context_tokens": cfg.max_context_tokens,
+        "count_tokens": TokenCounter(tokenizer),
+        "reward_weights": reward_weights(cfg),
+    }
+    if cfg.corpus is not None:
+        kwargs["corpus"] = cfg.corpus
+    if cfg.search is not None:
+        kwargs["search"] = cfg.search
+    return kwargs
 
 
 class SequentialVectorEnv:

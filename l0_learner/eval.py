@@ -129,7 +129,9 @@ def evaluate(
         tasks: Task dicts (``question``, ``answers``, optional ``id``).
         max_steps: Steps per episode.
         samples: Episodes per question (their scores are averaged); > 1 needs a sampling backend.
-        env_kwargs: More ``L0Notebook-v0`` settings (``corpus``, ``search``, ``tool_budgets``, …).
+        env_kwargs: ``L0Notebook-v0`` settings (``corpus``, ``search``, ``reward_weights``, …;
+            e.g. :func:`l0_learner.envs.notebook_env_kwargs`); they take precedence over the
+            keyword arguments above, the tasks excepted.
     """
     from .envs import make_vector_env
 
@@ -138,17 +140,16 @@ def evaluate(
     if not tasks:
         raise ValueError("no tasks to evaluate")
     slots = min(num_envs, len(tasks) * samples)
-    venv = make_vector_env(
-        slots,
-        env="notebook",
-        tasks=list(tasks),
-        sandbox=sandbox,
-        max_steps=max_steps,
-        cell_timeout=cell_timeout,
-        max_context_tokens=max_context_tokens,
-        count_tokens=count_tokens,
+    settings: dict[str, Any] = {
+        "sandbox": sandbox,
+        "max_steps": max_steps,
+        "cell_timeout": cell_timeout,
+        "max_context_tokens": max_context_tokens,
+        "count_tokens": count_tokens,
         **dict(env_kwargs or {}),
-    )
+        "tasks": list(tasks),
+    }
+    venv = make_vector_env(slots, env="notebook", **settings)
     try:
         jobs = [
             Job(task_index=i, seed=seed + s * len(tasks) + i, group=i)
@@ -307,8 +308,8 @@ def make_backend(args: EvalArgs) -> tuple[Any, Any]:
             temperature=args.temperature,
             concurrency=args.num_envs,
         ), None
-    from .algorithms.agentic_pg import TokenCounter
     from .backends.hf import HFBackend
+    from .envs import TokenCounter
     from .policy import load_policy
 
     model, tok = load_policy(args.model, device=args.device)

@@ -98,7 +98,7 @@ def demonstration_batch(tokenizer: Any, n_steps: int, *, sandbox: str = "auto", 
     """(prompts, responses) of ``n_steps`` real oracle demonstration steps (bundled train split)."""
     from .sft import record_demonstrations, tokenize_samples
 
-    samples = record_demonstrations(n_steps, split="train", max_steps=2, sandbox=sandbox, seed=seed)
+    samples = record_demonstrations(n_steps, tasks="hotpotqa-train", max_steps=2, sandbox=sandbox, seed=seed)
     pairs = tokenize_samples(tokenizer, samples[:n_steps])
     return [p for p, _ in pairs], [r for _, r in pairs]
 

@@ -26,7 +26,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,8 @@ from .policy import compute_context, encode_chat, response_logprobs
 def record_demonstrations(
     n_samples: int,
     *,
-    split: str = "train",
+    tasks: str | Sequence[Mapping[str, Any]] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
     max_steps: int = 3,
     sandbox: str = "auto",
     seed: int = 0,
@@ -51,10 +52,16 @@ def record_demonstrations(
     lookup: str = "question",
     only_visible: bool = True,
     stats: dict[str, int] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Play the gold oracle on training questions until ``n_samples`` step samples are recorded.
 
     Args:
+        tasks: The questions: a data spec (:mod:`l0_learner.data`) or task dicts; None: those of
+            ``env_kwargs``, else the bundled training questions.
+        env_kwargs: ``L0Notebook-v0`` settings (e.g. :func:`l0_learner.envs.notebook_env_kwargs`);
+            they take precedence over ``max_steps``, ``sandbox``, ``count_tokens`` and
+            ``max_context_tokens``.
         lookup: The oracle's lookup (`l0_env.policies.OraclePolicy`): "question" searches the
             question and prints the top hits, which a policy can imitate; "titles" reads the gold
             supporting pages.
@@ -62,35 +69,44 @@ def record_demonstrations(
             submitting (`l0_env.policies.answer_visible`). Otherwise a demonstration teaches the
             model to produce answers it had no way to know, i.e. to guess.
         stats: If given, filled with ``episodes`` played and ``kept``.
+        progress: Show a progress bar over the recorded steps.
 
     Returns:
         Samples ``{"messages", "action", "task_id", "step"}`` (whole episodes; the last one may be
         cut to ``n_samples``); also appended to ``out_path``.
     """
     import gymnasium as gym
+    from tqdm.auto import tqdm
 
     import l0_env
     from l0_env.policies import OraclePolicy, answer_visible
 
-    env = gym.make(
-        l0_env.ENV_ID,
-        split=split,
-        max_steps=max_steps,
-        sandbox=sandbox,
-        count_tokens=count_tokens,
-        max_context_tokens=max_context_tokens,
-    )
+    from .data import load_task_dicts
+
+    if tasks is None:
+        tasks = (env_kwargs or {}).get("tasks", "hotpotqa-train")
+    task_list = load_task_dicts(tasks) if isinstance(tasks, str) else [dict(t) for t in tasks]
+    settings: dict[str, Any] = {
+        "max_steps": max_steps,
+        "sandbox": sandbox,
+        "count_tokens": count_tokens,
+        "max_context_tokens": max_context_tokens,
+        **dict(env_kwargs or {}),
+        "tasks": task_list,
+    }
+    env = gym.make(l0_env.ENV_ID, **settings)
     rng = random.Random(seed)
     n_tasks = len(env.unwrapped.tasks)
     order = list(range(n_tasks))
     rng.shuffle(order)
     samples: list[dict[str, Any]] = []
     played = kept = 0
+    bar = tqdm(total=n_samples, disable=not progress, desc="demonstrations", unit="step")
     try:
         while len(samples) < n_samples:
             if only_visible and played >= n_tasks and kept == 0:
                 raise RuntimeError(
-                    f"no oracle episode on the {n_tasks} '{split}' questions shows its answer in the context; "
+                    f"no oracle episode on the {n_tasks} questions shows its answer in the context; "
                     "use only_visible=False or another search backend"
                 )
             if played >= n_tasks * (1 if lookup == "question" else 4):
@@ -114,9 +130,12 @@ def record_demonstrations(
             kept += 1
             for sample in episode[: n_samples - len(samples)]:
                 samples.append(sample)
+                bar.update(1)
                 if out_path is not None:
                     append_jsonl(out_path, sample)
+            bar.set_postfix(kept=f"{kept}/{played}")
     finally:
+        bar.close()
         env.close()
     if stats is not None:
         stats.update(episodes=played, kept=kept)
@@ -285,6 +304,8 @@ class SFTArgs:
     None records oracle demonstrations on training questions."""
     demos: int = 64
     """Step samples to record when data is None."""
+    tasks: str = "hotpotqa-train"
+    """Questions to record the demonstrations on (a data spec, see l0_learner.data)."""
     max_steps: int = 3
     """Episode length of the recorded demonstrations (match the RL run's)."""
     epochs: int = 2
@@ -311,7 +332,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         demo_path = out / "demonstrations.jsonl"
         demo_path.unlink(missing_ok=True)
         samples = record_demonstrations(
-            args.demos, max_steps=args.max_steps, sandbox=args.sandbox, seed=args.seed, out_path=demo_path
+            args.demos,
+            tasks=args.tasks,
+            max_steps=args.max_steps,
+            sandbox=args.sandbox,
+            seed=args.seed,
+            out_path=demo_path,
         )
     started = time.perf_counter()
     losses = sft(

@@ -65,11 +65,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from l0_env.rewards import RewardWeights
-
 from .. import distributed as D
 from ..backends.hf import HFBackend
 from ..config import Config
+from ..envs import notebook_env_kwargs, reward_weights
 from ..policy import compute_context, load_policy, pick_dtype, response_logprobs
 from ..rollout import Episode, Job, RolloutTimings, run_episodes
 from .advantages import agentic_pg_advantages, dynamic_sampling_filter, grpo_advantages
@@ -93,34 +92,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_tasks(cfg: Config) -> list[dict[str, Any]]:
+    """The RL questions of a notebook-env config (``cfg.tasks``, by default the bundled train set)."""
+    from ..data import load_task_dicts
+
+    return load_task_dicts(cfg.tasks or "hotpotqa-train")
+
+
 def env_kwargs(cfg: Config, tokenizer: Any) -> dict[str, Any]:
     """Constructor arguments of each env for this config."""
     if cfg.env == "toy":
         return {"max_steps": cfg.max_steps}
-    return {
-        "tasks": cfg.tasks,
-        "split": cfg.split,
-        "sandbox": cfg.sandbox,
-        "max_steps": cfg.max_steps,
-        "cell_timeout": cfg.cell_timeout,
-        "max_context_tokens": cfg.max_context_tokens,
-        "count_tokens": TokenCounter(tokenizer),
-        "reward_weights": reward_weights(cfg),
-    }
-
-
-def reward_weights(cfg: Config) -> RewardWeights:
-    return RewardWeights(qa=cfg.qa_weight, format=cfg.format_weight, code=cfg.code_weight)
-
-
-class TokenCounter:
-    """The env's context budget counted in the policy's own tokens (picklable)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return notebook_env_kwargs(cfg, tokenizer, training_tasks(cfg))
 
 
 def count_tasks(cfg: Config) -> int:
@@ -128,9 +111,7 @@ def count_tasks(cfg: Config) -> int:
         from ..toy_env import TextRewardEnv
 
         return len(TextRewardEnv().tasks)
-    from l0_env.tasks import load_tasks
-
-    return len(load_tasks(cfg.tasks, split=cfg.split))
+    return len(training_tasks(cfg))
 
 
 class AgenticPG:
@@ -260,6 +241,7 @@ class AgenticPG:
         cfg = self.cfg
         kept: list[list[Episode]] = []
         dropped: list[list[Episode]] = []
+        sampled: list[Episode] = []  # every episode of every round: the policy's success rate
         timings = RolloutTimings()
         rounds = 0
         for _ in range(max(1, cfg.max_sampling_rounds)):
@@ -275,6 +257,7 @@ class AgenticPG:
             keep_logs = cfg.notebooks_per_iteration if rounds == 1 else 0
             episodes, t = self.rollout(jobs, keep_logs=keep_logs, label=f"rollouts (round {rounds})")
             timings.add(t)
+            sampled += episodes
             groups = [episodes[i : i + cfg.group_size] for i in range(0, len(episodes), cfg.group_size)]
             if cfg.dynamic_sampling:
                 correct = [[ep.em >= 1.0 for ep in g] for g in groups]
@@ -286,7 +269,16 @@ class AgenticPG:
         n_dropped = len(dropped)
         while len(kept) < cfg.questions_per_batch and dropped:
             kept.append(dropped.pop(0))
-        stats = {"sampling/rounds": rounds, "sampling/dropped_groups": n_dropped}
+        # Before dynamic sampling: charts/em is of the batch kept, which over-represents mixed groups.
+        stats = {
+            "sampling/rounds": rounds,
+            "sampling/dropped_groups": n_dropped,
+            "sampling/episodes": len(sampled),
+            "charts/em_sampled": float(np.mean([ep.em for ep in sampled])) if sampled else 0.0,
+            "charts/f1_sampled": float(np.mean([float(ep.final.get("f1") or 0.0) for ep in sampled]))
+            if sampled
+            else 0.0,
+        }
         return [ep for g in kept for ep in g], stats, timings
 
     def rollout(

@@ -84,7 +84,7 @@ def main(tiny: str, out_dir: str) -> None:
             os.path.join(out_dir, f"{strategy}-rank{ranks.rank}.pt"),
         )
         algo.close()
-    D.shutdown()
+    D.shutdown(together=True)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,14 @@ def test_dynamic_sampling_drops_uniform_groups_and_refills(tiny_path, monkeypatc
     monkeypatch.setattr(mod, "run_episodes", fake_run)
     episodes, stats, _ = algo.collect()
     assert rounds == [6, 4, 2], "each round samples as many questions as are missing"
-    assert stats == {"sampling/rounds": 3, "sampling/dropped_groups": 4}
+    # The success rate before the filter counts every sampled episode: 6 of 12 right.
+    assert stats == {
+        "sampling/rounds": 3,
+        "sampling/dropped_groups": 4,
+        "sampling/episodes": 12,
+        "charts/em_sampled": 0.5,
+        "charts/f1_sampled": 0.0,
+    }
     # Two mixed groups were kept; the batch is filled with the first dropped group.
     assert [[ep.em for ep in episodes[i : i + 2]] for i in range(0, 6, 2)] == [[0, 1], [1, 0], [1, 1]]
     algo.close()

@@ -102,7 +102,7 @@ def test_eval_scores_an_oracle_backend() -> None:
 def test_smollm2_real_episode_in_the_sandbox() -> None:
     """SmolLM2-135M (the embedded GGUF) plays a real episode in the bwrap-sandboxed notebook env."""
     from l0_env.kernel.sandbox import check_bwrap
-    from l0_learner.algorithms.agentic_pg import TokenCounter
+    from l0_learner.envs import TokenCounter
     from l0_learner.backends.hf import HFBackend
     from l0_learner.envs import make_vector_env
     from l0_learner.policy import load_policy
@@ -189,18 +189,47 @@ def test_the_main_pipeline_evaluates_fine_tunes_trains_and_resumes_further(tiny_
     args = cli_args(
         tiny_path, out, "--no-tensorboard", "--sft-demos", "4", "--sft-epochs", "1", env="notebook"
     )
-    args += ["--eval-questions", "2", "--eval-max-steps", "2", "--iterations", "1"]
+    args += ["--tasks", "hotpotqa-dev[400:]", "--eval-questions", "2", "--eval-max-steps", "2"]
+    args += ["--iterations", "1"]
     result = main(args)
     assert [e["stage"] for e in result["evals"]] == ["before SFT", "after SFT", "after RL"]
     assert all(e["n"] == 2 for e in result["evals"])
+    # Each stage's questions are recorded, and no question is in two stages.
+    data = json.loads((out / "data.json").read_text())
+    assert data["eval"]["ids"] == [t["id"] for t in load_eval_tasks("hotpotqa-dev[:2]")]
+    assert data["rl"]["n"] == 1245 - 400 and data["sft"]["n"] == 100
+    ids = {stage: set(d["ids"]) for stage, d in data.items()}
+    assert not (ids["eval"] & ids["rl"] or ids["eval"] & ids["sft"] or ids["rl"] & ids["sft"])
+    demo_ids = {json.loads(line)["task_id"] for line in (out / "demonstrations.jsonl").open()}
+    assert demo_ids <= ids["sft"], "demonstrations come from the SFT questions only"
+    # Every evaluation after the first is compared, paired, with the one before.
+    assert "vs" not in result["evals"][0]
+    assert [e["vs"]["stage"] for e in result["evals"][1:]] == ["before SFT", "after SFT"]
+    assert all(e["vs"]["n"] == 2 for e in result["evals"][1:])
+    assert (out / "eval" / "after-RL.jsonl").exists() and (out / "curves.png").stat().st_size > 10_000
     stages = json.loads((out / "stages.json").read_text())
     assert (stages["final"], stages["eval_after_rl"]) == (1, 1)
     assert (out / "sft" / "config.json").exists() and (out / "final" / "config.json").exists()
     assert len((out / "demonstrations.jsonl").read_text().splitlines()) == 4
-    assert "after RL = after 1 policy updates" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "after RL = after 1 policy updates" in results
+    assert "- after RL vs after SFT: EM" in results and "McNemar" in results
     # Training further on resume re-evaluates after RL; the earlier stages are not redone.
     result = main([*args[:-1], "2", "--resume"])
     assert [e["stage"] for e in result["evals"]] == ["before SFT", "after SFT", "after RL"]
     assert result["evals"][-1]["iterations"] == 2 and result["iterations"] == 2
     assert json.loads((out / "stages.json").read_text())["eval_after_rl"] == 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # SFT line + 2 iterations
+
+
+def test_stages_that_share_questions_are_refused_before_anything_runs(tiny_path, tmp_path) -> None:
+    from l0_learner.run import main
+
+    out = tmp_path / "overlap"
+    args = cli_args(tiny_path, out, "--no-tensorboard", "--sft-demos", "4", env="notebook")
+    with pytest.raises(ValueError, match="'rl' and 'sft' questions overlap in 100"):
+        main(args)  # RL on the bundled train questions, which the demonstrations use
+    args = cli_args(tiny_path, out, "--tasks", "hotpotqa-dev[:50]", "--eval-questions", "8", env="notebook")
+    with pytest.raises(ValueError, match="'rl' and 'eval' questions overlap in 8"):
+        main(args)
+    assert not out.exists() or not any(out.iterdir()), "nothing was written"
