@@ -15,7 +15,7 @@ def test_gpu_7b_needs_tasks() -> None:
 def test_gpu_7b_holds_l0s_settings(tmp_path) -> None:
     tasks = tmp_path / "train.jsonl"
     tasks.write_text('{"question": "q?", "answers": ["a"]}\n')
-    with pytest.raises(ValueError, match="tasks: data spec 'missing.jsonl'.*nor an existing file"):
+    with pytest.raises(ValueError, match=r"tasks: data spec 'missing.jsonl'.*nor an existing file"):
         parse_cli(["--preset", "gpu-7b", "--tasks", "missing.jsonl"])
     cfg = parse_cli(["--preset", "gpu-7b", "--tasks", str(tasks)])
     assert (cfg.max_steps, cfg.max_context_tokens, cfg.max_new_tokens) == (8, 16384, 3072)

@@ -102,9 +102,8 @@ def test_eval_scores_an_oracle_backend() -> None:
 def test_smollm2_real_episode_in_the_sandbox() -> None:
     """SmolLM2-135M (the embedded GGUF) plays a real episode in the bwrap-sandboxed notebook env."""
     from l0_env.kernel.sandbox import check_bwrap
-    from l0_learner.envs import TokenCounter
     from l0_learner.backends.hf import HFBackend
-    from l0_learner.envs import make_vector_env
+    from l0_learner.envs import TokenCounter, make_vector_env
     from l0_learner.policy import load_policy
 
     reason = check_bwrap()
