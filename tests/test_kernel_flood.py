@@ -187,20 +187,22 @@ def test_a_malformed_message_from_the_kernel_is_dropped_not_raised(kernel):
 
 def test_a_flood_of_malformed_messages_logs_a_constant_number_of_lines(kernel, caplog):
     """35,000 malformed messages in one cell (as seen from a 12 s cell) were 35,000 host warnings:
-    now the first is logged and the rest summed up in one line per cell."""
+    now the first is logged and the rest summed up in one line per cell. 2,000 show it as well: on a
+    busy machine the kernel's own sending slows to ~100 messages/s (its I/O thread starved), and
+    5,000 ran past a 60 s cell timeout at load 5, so the cell also gets a generous timeout."""
     flood = (
         "_s = get_ipython().kernel.iopub_socket\n"
-        "for _ in range(35_000):\n"
+        "for _ in range(2_000):\n"
         "    _s.send_multipart([b'<IDS|MSG>', b'bad signature', b'{}', b'{}', b'{}', b'{}'])\n"
         "print('sent')"
     )
     before = kernel.malformed_messages
     with caplog.at_level(logging.WARNING, logger="l0_env.kernel"):
-        result = kernel.execute(flood)
+        result = kernel.execute(flood, timeout=300)
     dropped = kernel.malformed_messages - before
     lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert (result.status, result.text) == ("ok", "sent"), result.text
-    assert dropped >= 1_000, dropped  # many reached the host (zmq may drop some at its high-water mark)
+    assert dropped >= 500, dropped  # most reached the host (zmq may drop some at its high-water mark)
     assert 1 <= len(lines) <= 2, lines[:5]
     assert f"({kernel.malformed_messages} since it started)" in lines[-1], lines  # the summary counts all
     assert_next_is_clean(kernel, 0)

@@ -84,6 +84,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server_cli(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 180
+) -> tuple[subprocess.Popen, int]:
+    """``python -m l0_env.tools.search_server ARGS --port P`` once ``/health`` answers: (process, port).
+
+    A port found free can be taken by another process before the server binds it: then the server
+    exits with "address already in use" and another port is tried (3 attempts). The timeout covers
+    the imports and the index build on a busy machine.
+    """
+    for _attempt in range(3):
+        port = free_port()
+        cmd = [sys.executable, "-m", "l0_env.tools.search_server", *args, "--port", str(port)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        client = HTTPSearch(f"http://127.0.0.1:{port}", retries=0)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                try:
+                    client.health()
+                    return proc, port
+                except SearchUnavailable:
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        raise AssertionError(
+                            f"the search server did not answer /health in {timeout:.0f} s"
+                        ) from None
+                    time.sleep(0.2)
+        finally:
+            client.close()
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "address already in use" in output.lower(), output
+    raise AssertionError("no free port for the search server in 3 attempts")
+
+
 @pytest.fixture(scope="module")
 def small_backend(tmp_path_factory: pytest.TempPathFactory) -> BM25Search:
     d = tmp_path_factory.mktemp("srv")
@@ -319,21 +353,11 @@ def test_make_search_backend_http(server: ServerThread) -> None:
 def test_server_cli_serves_a_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in SMALL))
-    port = free_port()
     env = {**os.environ, "L0_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "l0_env.tools.search_server", "--corpus", str(corpus), "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = start_server_cli(["--corpus", str(corpus)], env=env)
     try:
         backend = HTTPSearch(f"http://127.0.0.1:{port}", retries=0)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = backend.health()
-                break
-            except SearchUnavailable:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the server did not come up"
-                time.sleep(0.2)
+        health = backend.health()
         assert health["status"] == "ok" and health["num_docs"] == 4 and health["backend"] == "bm25"
         assert backend.search(["Babbage"], k=1)[0][0].doc_id == "p2"
         backend.close()

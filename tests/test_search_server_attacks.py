@@ -39,7 +39,7 @@ from l0_env.tools.search import (
     iter_passages,
 )
 from l0_env.tools.search_server import create_app
-from tests.test_search_server import SMALL, ServerThread, free_port
+from tests.test_search_server import SMALL, ServerThread, start_server_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,14 +216,17 @@ def _read_reply(s: socket.socket) -> bytes:
 def test_a_streamed_300_mb_body_is_cut_off_and_its_memory_not_kept(small_files: tuple[Path, Path]) -> None:
     """A chunked body with no length is read only up to the limit; the server process's memory
     does not grow by the body (it grew by ~300 MB and kept it before)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "l0_env.tools.search_server", "--corpus", str(small_files[0])]
-    cmd += ["--port", str(port), "--cache-dir", str(small_files[1]), "--max-body-bytes", "1000000"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    args = [
+        "--corpus",
+        str(small_files[0]),
+        "--cache-dir",
+        str(small_files[1]),
+        "--max-body-bytes",
+        "1000000",
+    ]
+    proc, port = start_server_cli(args)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _health(url) is not None or proc.poll() is not None, "the server answers /health")
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         assert _health(url)["limits"]["max_body_bytes"] == 1_000_000  # the CLI flag took effect
         before = _rss_mib(proc.pid)
         sent = 0
