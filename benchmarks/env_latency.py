@@ -39,104 +39,37 @@ import contextlib
 import gc
 import json
 import os
-import platform
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 import gymnasium as gym
 import psutil
+from common import load_line, machine_info, machine_line, summarize_ms, tree_memory, versions, versions_line
 
 import l0_env
+from l0_env.kernel.policy import resolve_sandbox
 from l0_env.kernel.pool import KernelPool
-from l0_env.kernel.session import KernelConfig, SandboxedKernel, resolve_sandbox
+from l0_env.kernel.session import KernelConfig, SandboxedKernel
 
 TRIVIAL_ACTION = "<think>trivial step here</think><code>x = 1</code>"
 SEARCH_ACTION = "<think>search</think><code>web_search('Harvey Pekar', k=3)</code>"
 REFILL_SETTLE_S = 0.2  # a warm kernel killed when its starter thread ends is gone by then
 MiB = 1 << 20
+VERSIONS_OF = ("l0-gym", "gymnasium", "ipykernel", "jupyter_client", "pyzmq", "psutil")
 
 
-# -- statistics and machine facts (pure) -----------------------------------------------------------
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), ``q`` in [0, 100]."""
-    if not samples:
-        raise ValueError("percentile of no samples")
-    xs = sorted(samples)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summarize(seconds: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
+def env_facts(sandbox: str, **inputs: Any) -> dict[str, Any]:
+    """The facts an env benchmark's report starts from: machine, versions, the sandbox, ``inputs``."""
     return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": sum(ms) / len(ms),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "samples_ms": [round(x, 3) for x in ms],
+        "machine": machine_info(),
+        "versions": versions(*VERSIONS_OF, bwrap=True),
+        "inputs": {"sandbox": sandbox, "bwrap_used": resolve_sandbox(sandbox), **inputs},
+        "results": {},
     }
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "euid": os.geteuid(),
-        "loadavg_1min_start": round(os.getloadavg()[0], 2),
-    }
-
-
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for dist in ("l0-gym", "gymnasium", "ipykernel", "jupyter_client", "pyzmq", "psutil"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        out["bwrap"] = "not found"
-    else:
-        proc = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10, check=False)
-        out["bwrap"] = (proc.stdout or proc.stderr).strip()
-    out["linux"] = platform.release()
-    return out
 
 
 # -- kernel process trees (psutil) -------------------------------------------------------------------
-
-
-def descendants() -> list[psutil.Process]:
-    """Live (non-zombie) descendants of this process."""
-    out = []
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(proc)
-    return out
 
 
 def kernel_roots() -> list[psutil.Process]:
@@ -147,27 +80,6 @@ def kernel_roots() -> list[psutil.Process]:
             if child.status() != psutil.STATUS_ZOMBIE and "ipykernel_launcher" in child.cmdline():
                 roots.append(child)
     return roots
-
-
-def tree_memory(root: psutil.Process) -> dict[str, Any]:
-    """RSS/PSS/USS (bytes) summed over ``root`` and its descendants; PSS/USS None if unreadable."""
-    procs = [root, *root.children(recursive=True)]
-    total: dict[str, Any] = {"rss": 0, "pss": 0, "uss": 0, "processes": []}
-    for proc in procs:
-        try:
-            name = proc.name()
-            try:
-                full = proc.memory_full_info()
-                rss, pss, uss = full.rss, getattr(full, "pss", None), full.uss
-            except psutil.AccessDenied:
-                rss, pss, uss = proc.memory_info().rss, None, None
-        except psutil.NoSuchProcess:
-            continue
-        total["processes"].append({"name": name, "rss": rss, "pss": pss, "uss": uss})
-        total["rss"] += rss
-        for key, value in (("pss", pss), ("uss", uss)):
-            total[key] = None if value is None or total[key] is None else total[key] + value
-    return total
 
 
 def host_memory() -> tuple[int, int | None]:
@@ -244,12 +156,15 @@ def bench_starts(sandbox: str, n: int) -> dict[str, Any]:
                     kernel.close()
     return {
         "reset_warm": {
-            "after_refill": summarize(warm_after),
-            "back_to_back": summarize(warm_b2b),
+            "after_refill": summarize_ms(warm_after, keep_samples=True),
+            "back_to_back": summarize_ms(warm_b2b, keep_samples=True),
             "warm_spare_alive": {"alive": spare_alive, "checked": n},
         },
-        "reset_cold": summarize(cold),
-        "kernel": {"start": summarize(starts), "close": summarize(closes)},
+        "reset_cold": summarize_ms(cold, keep_samples=True),
+        "kernel": {
+            "start": summarize_ms(starts, keep_samples=True),
+            "close": summarize_ms(closes, keep_samples=True),
+        },
     }
 
 
@@ -268,7 +183,10 @@ def bench_steps(sandbox: str, n: int) -> dict[str, Any]:
                 overheads.append(max(wall - info["timings"]["cell_s"], 0.0))
                 if terminated or truncated:
                     env.reset(seed=i + 1)
-            out[name] = {"wall": summarize(walls), "env_overhead": summarize(overheads)}
+            out[name] = {
+                "wall": summarize_ms(walls, keep_samples=True),
+                "env_overhead": summarize_ms(overheads, keep_samples=True),
+            }
     return out
 
 
@@ -318,15 +236,9 @@ def bench_memory(sandbox: str, n_envs: int) -> dict[str, Any]:
 
 def print_report(facts: dict[str, Any]) -> None:
     m, v, inp, r = facts["machine"], facts["versions"], facts["inputs"], facts["results"]
-    print(
-        f"machine:  {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores, "
-        f"{m['usable_cpus']} usable), {m['ram_gib']} GiB RAM, {m['os']}, euid {m['euid']}"
-    )
-    print(
-        f"load:     1-min load average {m['loadavg_1min_start']} at start, {m['loadavg_1min_end']} at end "
-        "(other work on the machine makes the numbers noisier)"
-    )
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(machine_line(m))
+    print(load_line(m["loadavg_1min_start"], m["loadavg_1min_end"]))
+    print(versions_line(v))
     print(
         f"inputs:   sandbox={inp['sandbox']} (bubblewrap used: {inp['bwrap_used']}), n={inp['n']}, "
         f"envs={inp['envs']}, trivial={TRIVIAL_ACTION!r}, tool={SEARCH_ACTION!r}"
@@ -404,17 +316,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 2 or args.envs < 1:
         parser.error("--n must be >= 2 and --envs >= 1")
-    facts: dict[str, Any] = {
-        "machine": machine_info(),
-        "versions": versions(),
-        "inputs": {
-            "sandbox": args.sandbox,
-            "bwrap_used": resolve_sandbox(args.sandbox),
-            "n": args.n,
-            "envs": args.envs,
-        },
-        "results": {},
-    }
+    facts = env_facts(args.sandbox, n=args.n, envs=args.envs)
     r = facts["results"]
     try:
         r["warm_up"] = warm_up(args.sandbox)

@@ -22,11 +22,12 @@ background load does not always hit the same one):
   fork: the host process has threads (launcher, pools), and forking them is unsafe. Capped to what
   the free memory allows (the cap is printed);
 * ``fresh-subprocess``: stateless, like GEM's python tool: every cell is a NEW sandboxed
-  ``python -c <cell>`` (same bwrap argv, environment, rlimits and leased uid as a kernel, spawned
-  through the same launcher thread). It keeps no state between cells and has no tools, so it runs
-  a tool-free version of the same cells: step 1 builds the hit list in Python instead of calling
-  ``web_search`` (so it skips the host's BM25 work), step 3 prints the answer. Its "reset" only
-  leases a uid and makes the runtime directory.
+  ``python -c <cell>``, started by the kernel package's own launch (``launch_spec`` through the
+  launcher thread: same bwrap argv, seccomp filter, environment, rlimits, cgroup and leased uid as
+  a kernel). It keeps no state between cells and has no tools, so it runs a tool-free version of
+  the same cells: step 1 builds the hit list in Python instead of calling ``web_search`` (so it
+  skips the host's BM25 work), step 3 prints the answer. Its "reset" does what a kernel start
+  does before the process: a uid lease, the runtime directory and the sandbox's cgroup.
 
 Measured per executor and N:
 
@@ -48,8 +49,9 @@ interleaved with fresh-subprocess, ``--overhead-n`` times each.
 
 Nothing uses the network. Every env, worker and kernel is closed on exit, error or Ctrl-C, and the
 script counts the processes left behind (should be 0). p99 of a few hundred samples is close to
-the maximum: read it as "worst of the run". Helpers are shared with ``env_latency.py`` (same
-directory). The machine is shared: the 1-minute load average is printed at start and end.
+the maximum: read it as "worst of the run". Machine, versions, statistics and process accounting
+come from ``common.py`` (same directory). The machine is shared: the 1-minute load average is
+printed at start and end.
 """
 
 from __future__ import annotations
@@ -70,18 +72,28 @@ from typing import Any
 
 import gymnasium as gym
 import psutil
-from env_latency import descendants, machine_info, percentile, tree_memory, versions
+from common import (
+    descendants,
+    load_line,
+    machine_line,
+    summarize_ms,
+    tree_memory,
+    versions_line,
+)
+from env_latency import env_facts
 
 import l0_env
 from l0_env.kernel import launcher
+from l0_env.kernel.cgroups import SandboxCgroup
+from l0_env.kernel.policy import resolve_sandbox, resolve_seccomp
 from l0_env.kernel.sandbox import (
     SandboxLimits,
     UidLease,
-    build_bwrap_argv,
     host_is_root,
     kernel_environment,
+    launch_spec,
+    sandbox_cgroup,
 )
-from l0_env.kernel.session import resolve_sandbox
 from l0_env.vector import info_at
 
 EXECUTORS = ("ours", "gym-async", "fresh-subprocess")
@@ -121,13 +133,6 @@ def action(code: str) -> str:
     return f"<think>scripted benchmark step</think><code>\n{code}\n</code>"
 
 
-def summarize(seconds: list[float]) -> dict[str, Any]:
-    if not seconds:
-        return {"n": 0}
-    ms = [s * 1000 for s in seconds]
-    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
-
-
 # -- timing wrapper (runs in whichever process holds the env) -------------------------------------
 
 
@@ -146,13 +151,12 @@ class TimedEnv(gym.Wrapper):
                 errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 if failures == 3:
                     raise
-        pool = getattr(self.env.unwrapped, "_pool", None)
         info = dict(info)
         info["bench"] = {
             "reset_s": time.perf_counter() - t0,
             "reset_failures": failures,
             "reset_errors": "; ".join(errors),
-            "pool_start_failures": getattr(pool, "start_failures", 0),
+            "pool_start_failures": self.env.unwrapped.kernel_pool.start_failures,
         }
         return obs, info
 
@@ -248,8 +252,8 @@ class Tally:
             "wall_s": wall,
             "steps_per_s": len(self.steps) / wall,
             "steps_per_s_step_rounds": len(self.steps) / self.step_rounds_s if self.step_rounds_s else None,
-            "reset": summarize(self.resets),
-            "step": summarize(self.steps),
+            "reset": summarize_ms(self.resets),
+            "step": summarize_ms(self.steps),
             "start_failures": self.reset_failures + pool_failures,
             "start_errors": self.errors[:5],
             "cells_not_ok": self.bad_cells,
@@ -291,7 +295,7 @@ def run_ours(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
                     tasks[i] = tally.add_reset(info)
         wall = time.perf_counter() - t0
         memory = memory_per_env(n, uss0)
-        pool_failures = inner._pool.start_failures
+        pool_failures = inner.kernel_pool.start_failures
     return tally.result(n, wall, memory, pool_failures)
 
 
@@ -342,49 +346,62 @@ def run_async(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
 
 
 class FreshProcessCells:
-    """A stateless executor: every cell is a new sandboxed ``python -c`` (like GEM's python tool)."""
+    """A stateless executor: every cell is a new sandboxed ``python -c`` (like GEM's python tool).
+
+    Each process starts as a kernel does, through the kernel package's own launch
+    (``l0_env.kernel.sandbox.launch_spec`` spawned by ``l0_env.kernel.launcher``: bubblewrap, the
+    seccomp filter, rlimits, the slot's cgroup and leased uid, the same environment), only with
+    ``python -c <cell>`` where a kernel runs ipykernel. Unsandboxed, like an unsandboxed kernel:
+    rlimits, a private working directory, the kernel's environment.
+    """
 
     def __init__(self, sandbox: str) -> None:
         self.sandboxed = resolve_sandbox(sandbox)  # type: ignore[arg-type]
+        self.seccomp = self.sandboxed and resolve_seccomp(sandbox)  # type: ignore[arg-type]
         self.limits = SandboxLimits()
-        self.slots: dict[int, tuple[str, UidLease | None]] = {}
+        self.slots: dict[int, tuple[str, UidLease | None, SandboxCgroup | None]] = {}
 
     def reset(self, i: int) -> float:
-        """Give env ``i`` a fresh runtime directory and uid, as a kernel start would."""
+        """Give env ``i`` what a kernel start makes: a fresh runtime directory, uid and cgroup."""
         t0 = time.perf_counter()
         self.release(i)
         runtime_dir = tempfile.mkdtemp(prefix="l0f-", dir=os.environ.get("L0_RUNTIME_DIR") or None)
         os.chmod(runtime_dir, 0o711)
         lease = UidLease() if self.sandboxed and host_is_root() else None
-        self.slots[i] = (runtime_dir, lease)
+        self.slots[i] = (runtime_dir, lease, None)
+        if self.sandboxed:
+            cgroup = sandbox_cgroup(self.limits, tag=os.path.basename(runtime_dir))
+            self.slots[i] = (runtime_dir, lease, cgroup)
         return time.perf_counter() - t0
 
     def run(self, i: int, code: str) -> tuple[float, int, str]:
         """Run one cell in a new process; (seconds, exit code, output)."""
-        runtime_dir, lease = self.slots[i]
+        runtime_dir, lease, cgroup = self.slots[i]
         command = [sys.executable, "-c", code]
+        common: dict[str, Any] = dict(
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         t0 = time.perf_counter()
         if self.sandboxed:
-            argv = build_bwrap_argv(
+            with launch_spec(
                 command,
                 runtime_dir=runtime_dir,
                 limits=self.limits,
                 uid=lease.uid if lease else None,
                 env=kernel_environment(),
-            )
-            env, cwd = None, None
+                cgroup=cgroup,
+                use_seccomp=self.seccomp,
+            ) as (argv, sandbox_kwargs):
+                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+                proc = launcher.spawn(argv, env=env, **sandbox_kwargs, **common)
         else:
-            argv, env, cwd = command, kernel_environment({"HOME": runtime_dir}), runtime_dir
-        proc = launcher.spawn(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env if env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            preexec_fn=self.limits.apply,
-            start_new_session=True,
-        )
+            proc = launcher.spawn(
+                command,
+                cwd=runtime_dir,
+                env=kernel_environment({"HOME": runtime_dir}),
+                preexec_fn=self.limits.apply,
+                **common,
+            )
         try:
             out, _ = proc.communicate(timeout=FRESH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -394,7 +411,9 @@ class FreshProcessCells:
         return time.perf_counter() - t0, proc.returncode, out.decode(errors="replace")
 
     def release(self, i: int) -> None:
-        runtime_dir, lease = self.slots.pop(i, (None, None))
+        runtime_dir, lease, cgroup = self.slots.pop(i, (None, None, None))
+        if cgroup is not None:
+            cgroup.remove()
         if lease is not None:
             lease.release()
         if runtime_dir is not None:
@@ -471,7 +490,7 @@ def bench_overhead(sandbox: str, reps: int) -> dict[str, Any]:
             if code != 0:
                 raise RuntimeError(f"fresh-subprocess trivial cell failed (exit {code}): {out[-500:]}")
             fresh.append(seconds)
-    return {"ours": summarize(ours), "fresh-subprocess": summarize(fresh)}
+    return {"ours": summarize_ms(ours), "fresh-subprocess": summarize_ms(fresh)}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -518,15 +537,9 @@ def goal_lines(facts: dict[str, Any]) -> list[str]:
 
 def print_report(facts: dict[str, Any]) -> None:
     m, v, inp = facts["machine"], facts["versions"], facts["inputs"]
-    print(
-        f"machine:  {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores, "
-        f"{m['usable_cpus']} usable), {m['ram_gib']} GiB RAM, {m['os']}, euid {m['euid']}"
-    )
-    print(
-        f"load:     1-min load average {m['loadavg_1min_start']} at start, {m['loadavg_1min_end']} at end "
-        "(shared machine: other work makes the numbers noisier)"
-    )
-    print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(machine_line(m))
+    print(load_line(m["loadavg_1min_start"], m["loadavg_1min_end"]))
+    print(versions_line(v))
     print(
         f"inputs:   sandbox={inp['sandbox']} (bubblewrap used: {inp['bwrap_used']}), sizes={inp['sizes']}, "
         f"episodes/env={inp['episodes_per_env']} x {STEPS_PER_EPISODE} steps, executors={inp['executors']}, "
@@ -640,21 +653,15 @@ def main() -> None:
         parser.error("--sizes must be ints >= 1, --episodes-per-env >= 1, --overhead-n >= 2")
     if unknown := set(executors) - set(EXECUTORS):
         parser.error(f"unknown executors {sorted(unknown)}; choose from {EXECUTORS}")
-    facts: dict[str, Any] = {
-        "machine": machine_info(),
-        "versions": versions(),
-        "inputs": {
-            "sandbox": args.sandbox,
-            "bwrap_used": resolve_sandbox(args.sandbox),
-            "sizes": sizes,
-            "episodes_per_env": args.episodes_per_env,
-            "executors": executors,
-            "overhead_n": args.overhead_n,
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        },
-        "results": {},
-        "notes": [],
-    }
+    facts = env_facts(
+        args.sandbox,
+        sizes=sizes,
+        episodes_per_env=args.episodes_per_env,
+        executors=executors,
+        overhead_n=args.overhead_n,
+        command=" ".join([os.path.basename(sys.executable), *sys.argv]),
+    )
+    facts["notes"] = []
     tasks = [dataclasses.asdict(t) for t in l0_env.load_tasks(None, split="dev")]
     async_per_env = float(ASYNC_MIB_PER_ENV_GUESS * MiB)
     try:

@@ -26,6 +26,8 @@ import platform
 import sys
 import time
 
+from common import machine_line, uptime
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,11 +130,12 @@ def main() -> None:
     import transformers
 
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{machine_line()}; "
         f"{torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'CPU only'}; python "
         f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"torch threads {torch.get_num_threads()}"
     )
+    print(f"load at start: {uptime()}")
     print(
         f"inputs: env={args.env}, {args.questions} questions x {args.group_size} rollouts per iteration, "
         f"max_steps={args.max_steps}, max_new_tokens={args.max_new_tokens}, prompt_grad={args.prompt_grad}, "

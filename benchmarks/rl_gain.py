@@ -26,56 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from common import LoadSampler, cpu_name, versions, versions_line
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class LoadSampler:
-    """The 1-minute load average every ``period`` seconds while the run goes on (min / mean / max)."""
-
-    def __init__(self, period: float = 30.0) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
-
-    def _loop(self, period: float) -> None:
-        while not self._stop.is_set():
-            self.samples.append(os.getloadavg()[0])
-            self._stop.wait(period)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> str:
-        if not self.samples:
-            return "n/a"
-        s = self.samples
-        return f"{min(s):.1f} / {sum(s) / len(s):.1f} / {max(s):.1f} (min / mean / max of {len(s)} samples)"
-
-
-def versions() -> str:
-    import torch
-    import transformers
-
-    return f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def report(out: Path, seconds: float, load: str) -> str:
@@ -86,7 +44,7 @@ def report(out: Path, seconds: float, load: str) -> str:
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     updates = [m for m in metrics if "charts/em_sampled" in m]
     lines = [
-        f"machine: {cpu_name()}, {os.cpu_count()} CPUs; {versions()}",
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs; {versions_line(versions('torch', 'transformers'))}",
         f"load during the run: {load}; wall time {seconds / 60:.1f} min",
         f"model {config['model']}; SFT on {config['sft_tasks']} ({config['sft_demos']} demonstration steps); "
         f"RL on {config['tasks']}: {config['iterations']} updates x {config['questions_per_batch']} questions x "

@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine_line, uptime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,23 +53,6 @@ def env_prompts(tokenizer, n: int, max_context_tokens: int) -> list[list[int]]:
         return prompts
     finally:
         env.close()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def timed(backend, prompts) -> tuple[float, int]:
@@ -153,12 +137,10 @@ def main() -> None:
 
     print()
     print(f"Rollout throughput, {args.model} ({source}), float32, CPU")
+    print(machine_line())
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-    print(
-        f"versions: torch {torch.__version__}, transformers {transformers.__version__} (hf); vllm {version} (server)"
+        f"versions: Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__} (hf); vllm {version} (server)"
     )
     print(
         f"inputs: {len(prompts)} notebook-env first prompts ({lengths[0]}-{lengths[-1]} tokens, shared system "

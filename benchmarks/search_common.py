@@ -1,13 +1,15 @@
-"""Shared pieces of the search benchmarks: the issue's HotpotQA corpus, recall, machine info."""
+"""Shared pieces of the search benchmarks: the issue's HotpotQA corpus, recall, their header line
+(machine and tables come from ``common.py``)."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import common
 
 DEV_FILES = ("dev_distractor_500.jsonl", "dev_distractor_extra_300.jsonl", "dev_distractor_ircot_500.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,36 +72,6 @@ def recall_row(gold: Sequence[set[str]], ranked: Sequence[Sequence[str]]) -> dic
     return {"any@1": any1 / n, "any@5": any5 / n, "both@5": all5 / n, "both@10": all10 / n}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    mem = ""
-    try:
-        import psutil
-
-        mem = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
-    except ImportError:
-        pass
-    return (
-        f"machine: {cpu_name()}, {os.cpu_count()} CPUs{mem}, {platform.system()} {platform.machine()}, "
-        f"load average {load:.1f} at start; python {sys.version.split()[0]}"
-    )
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    def cell(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """The machine, its load now and Python's version, on one line (the search benchmarks' header)."""
+    return f"{common.machine_line()}; load average {os.getloadavg()[0]:.1f} at start; python {sys.version.split()[0]}"

@@ -33,7 +33,8 @@ import bm25s
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_common import DEFAULT_HOTPOTQA_DIR, build_dev_pool, machine_line, markdown_table, recall_row
+from common import markdown_table
+from search_common import DEFAULT_HOTPOTQA_DIR, build_dev_pool, machine_line, recall_row
 
 from l0_env.tasks import load_tasks
 from l0_env.tools.bm25 import BM25Search, default_cache_dir

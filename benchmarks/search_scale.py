@@ -38,7 +38,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from search_common import machine_line, markdown_table, recall_row  # noqa: E402
+from common import markdown_table  # noqa: E402
+from search_common import machine_line, recall_row  # noqa: E402
 
 from l0_env.tasks import load_tasks  # noqa: E402
 from l0_env.tools.bm25 import BM25Search, default_cache_dir  # noqa: E402

@@ -56,7 +56,8 @@ from typing import Any
 
 import numpy as np
 import psutil
-from env_latency import descendants, machine_info, versions
+from common import descendants, machine_info, versions
+from env_latency import VERSIONS_OF
 from tqdm import tqdm
 
 tqdm.monitor_interval = 0  # no monitor thread: the thread count is measured
@@ -215,7 +216,7 @@ async def run_env(i: int, venv: Any, stats: Stats, plan: list[str], counter: dic
         try:
             obs, info = await venv.areset(i, seed=seed)
             seed = None
-            kernel = venv.envs[i]._kernel
+            kernel = venv.envs[i].kernel
             if kernel is not None and kernel._uid_lease is not None:
                 stats.uids.add(kernel._uid_lease.uid)
             gold = info["task"]["answers"][0]
@@ -241,7 +242,7 @@ async def run_env(i: int, venv: Any, stats: Stats, plan: list[str], counter: dic
                     stats.wrong[kind + " (check cell after it)"] += 1
                     stats.note(kind + " check", info)
                 if done:
-                    em = info["episode"]["em"]
+                    em = info["episode_metrics"]["em"]
             if kind == "oracle" and em != 1.0:
                 stats.wrong[kind] += 1
         except Exception as exc:  # counted and reported; the soak goes on
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from l0_env.kernel.sandbox import SandboxLimits
     from l0_env.vector import NotebookVectorEnv
 
-    machine, vers = machine_info(), versions()
+    machine, vers = machine_info(), versions(*VERSIONS_OF, bwrap=True)
     rng = np.random.default_rng(args.seed)
     names = list(WEIGHTS)
     probs = np.array([WEIGHTS[k] for k in names]) / sum(WEIGHTS.values())

@@ -37,6 +37,11 @@ NASTY_ACTIONS: tuple[str, ...] = (
 )
 
 
+# Info keys gymnasium's wrappers and vector envs write themselves: an env that sets one breaks
+# them (RecordEpisodeStatistics asserts or raises; the vectorizers overwrite or misread it).
+RESERVED_INFO_KEYS = frozenset({"episode", "final_obs", "final_info", "final_observation"})
+
+
 def _child_pids() -> set[int]:
     return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
 
@@ -55,6 +60,7 @@ def _check_step_result(result: Any, env: gym.Env, action: str) -> None:
         f"{where}: terminated/truncated must be Python bools"
     )
     assert isinstance(info, dict), f"{where}: info must be a dict"
+    _check_info_keys(info, where)
     try:  # what a recorder or a tokenizer does next: a lone surrogate would raise there
         json.dumps([obs, info], ensure_ascii=False, default=str).encode("utf-8")
     except (UnicodeEncodeError, ValueError) as exc:
@@ -64,12 +70,21 @@ def _check_step_result(result: Any, env: gym.Env, action: str) -> None:
         ) from exc
 
 
+def _check_info_keys(info: dict[str, Any], where: str) -> None:
+    taken = sorted(k for k in info if k in RESERVED_INFO_KEYS or (isinstance(k, str) and k.startswith("_")))
+    assert not taken, (
+        f"{where}: info uses keys that gymnasium's wrappers and vector envs write themselves: {taken}; "
+        "rename them (e.g. 'episode' -> 'episode_metrics')"
+    )
+
+
 def check_l0_env(env: gym.Env, *, run_gymnasium_checks: bool = True, check_processes: bool = True) -> None:
     """Check an LLM text environment; raises ``AssertionError`` on the first problem.
 
     Checks: gymnasium's ``check_env``; arbitrary text (malformed, huge, any Unicode, lone
-    surrogates) never raises and leaves observation and info encodable as UTF-8; every call returns fresh data (no shared objects between calls); terminated and
-    truncated are bools; observations stay in the (bounded) observation space; ``close()`` twice
+    surrogates) never raises and leaves observation and info encodable as UTF-8; every call
+    returns fresh data (no shared objects between calls); info takes no key that gymnasium's
+    wrappers write (``RESERVED_INFO_KEYS``, ``_``-prefixed masks); terminated and truncated are bools; observations stay in the (bounded) observation space; ``close()`` twice
     is fine; no process started by the env outlives ``close()``.
 
     Args:
@@ -83,6 +98,7 @@ def check_l0_env(env: gym.Env, *, run_gymnasium_checks: bool = True, check_proce
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs), "reset(): the observation is not in observation_space"
     assert isinstance(info, dict), "reset(): info must be a dict"
+    _check_info_keys(info, "reset()")
     previous = (obs, info)
     for action in NASTY_ACTIONS:
         try:

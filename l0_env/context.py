@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .kernel.outputs import strip_ansi
+from .kernel.outputs import strip_ansi, truncate_middle
 
 __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
@@ -40,6 +40,7 @@ __all__ = [
     "build_system_prompt",
     "render_context",
     "render_notepad",
+    "task_message",
     "truncate_middle",
 ]
 
@@ -139,6 +140,12 @@ def build_system_prompt(tools: Sequence[ToolDoc], *, max_steps: int, extra_rules
     return "\n\n".join(parts)
 
 
+def task_message(question: str) -> str:
+    """The task as the policy reads it: the first user message of every context (and the start
+    of the last one before the first step, where the notepad and budget follow it)."""
+    return f"Question: {question}"
+
+
 def _plan_items(plan: Any) -> list[tuple[str, str]]:
     if not isinstance(plan, (list, tuple)):
         return []
@@ -218,17 +225,6 @@ def budget_notice(*, steps_left: int, tokens_left: int | None) -> str:
 def approx_token_count(text: str) -> int:
     """Approximate token count, ``ceil(len(text) / 4)``; the default when no tokenizer is given."""
     return (len(text) + 3) // 4
-
-
-def truncate_middle(text: str, keep_chars: int) -> str:
-    """Keep about ``keep_chars`` characters of ``text``: head and tail, with a marker between."""
-    if len(text) <= keep_chars:
-        return text
-    keep = max(0, keep_chars)
-    head = (keep + 1) // 2
-    tail = keep - head
-    cut = len(text) - keep
-    return f"{text[:head]}\n…[{cut} chars cut]…\n{text[len(text) - tail :] if tail else ''}"
 
 
 def _trim_notice(n_dropped: int) -> str:
@@ -329,7 +325,7 @@ def render_context(
     def longest_fitting(text: str, fits_with: Callable[[str], bool]) -> str | None:
         if not fits_with(truncate_middle(text, 0)):
             return None
-        lo, hi = 0, len(text)  # invariant: keeping lo chars fits
+        lo, hi = 0, len(text)  # invariant: truncate_middle(text, lo) fits
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if fits_with(truncate_middle(text, mid)):

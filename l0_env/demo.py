@@ -16,6 +16,7 @@ import gymnasium as gym
 from tqdm import tqdm
 
 from . import ENV_ID
+from .notebook import NotebookEnv
 from .policies import OraclePolicy, RandomPolicy
 from .recording import append_jsonl
 
@@ -26,7 +27,7 @@ def run_episode(env: gym.Env, policy, *, seed: int | None = None, task_index: in
     terminated = truncated = False
     while not (terminated or truncated):
         obs, _, terminated, truncated, info = env.step(policy(obs, info))
-    return info["episode"]
+    return info["episode_metrics"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     trajectories = out / "trajectories.jsonl"
     env = gym.make(ENV_ID, sandbox=args.sandbox, max_steps=6)
-    runs = [("oracle", OraclePolicy("gold"))] * args.episodes
+    notebook = env.unwrapped
+    assert isinstance(notebook, NotebookEnv)  # what gym.make(ENV_ID) builds
+    runs: list[tuple[str, OraclePolicy | RandomPolicy]] = [("oracle", OraclePolicy("gold"))] * args.episodes
     runs += [("wrong-answer", OraclePolicy("wrong")), ("random", RandomPolicy(args.seed))]
     rows = []
     started = time.perf_counter()
     try:
         for i, (name, policy) in enumerate(tqdm(runs, desc="episodes", unit="ep")):
             metrics = run_episode(env, policy, seed=args.seed + i)
-            episode = env.unwrapped.episode
-            path = env.unwrapped.save_notebook(str(out / f"episode-{i:02d}-{name}.ipynb"))
+            episode = notebook.episode
+            assert episode is not None  # the episode just run
+            path = notebook.save_notebook(str(out / f"episode-{i:02d}-{name}.ipynb"))
             append_jsonl(trajectories, {"policy": name, **episode.to_dict()})
             rows.append((name, episode.task["question"][:48], episode.final_answer, metrics, path))
     finally:

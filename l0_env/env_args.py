@@ -72,6 +72,7 @@ def check_dataclass_arg(name: str, value: Any, cls: type[T]) -> T:
         ValueError: Another type, an unknown field, or a value the class or this check refuses.
     """
     if isinstance(value, Mapping):
+        # The ignore: cls is a dataclass (every caller passes one), which a TypeVar cannot say.
         fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(value) - fields)
         if unknown:
@@ -84,7 +85,7 @@ def check_dataclass_arg(name: str, value: Any, cls: type[T]) -> T:
         raise ValueError(
             f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}"
         )
-    for field in dataclasses.fields(value):  # type: ignore[arg-type]
+    for field in dataclasses.fields(value):  # type: ignore[arg-type]  # a cls instance: a dataclass
         item, default = getattr(value, field.name), field.default
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         if numeric and (

@@ -8,6 +8,12 @@ chat context for the policy's next turn. The episode ends when the agent calls
 Rewards follow L0: the per-step rewards sum to ``0.8·qa + 0.1·mean(format) + 0.1·mean(code)``
 (see ``rewards.online_step_reward``); the raw per-step components are in
 ``info["reward_components"]`` so a learner can re-allocate them as L0 does.
+
+The public surface that wrappers use (the vector env, the PettingZoo env, benchmarks, tests):
+the read-only properties ``task``, ``kernel``, ``kernel_pool``, ``notepad``, ``tool_counts``,
+``final_answer`` and ``episode``, the ``actor`` attribute (multi-agent envs), and ``context()``
+(the chat context, optionally from another agent's point of view). Nothing outside this module
+reads the private attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,11 +35,13 @@ from . import rewards as R
 from .actions import ParsedAction, format_help, parse_action
 from .context import (
     MESSAGE_OVERHEAD_TOKENS,
+    RenderedContext,
     StepRecord,
     ToolDoc,
     approx_token_count,
     build_system_prompt,
     render_context,
+    task_message,
 )
 from .env_args import check_dataclass_arg, check_int, check_record_dir, check_seconds, check_tool_budgets
 from .kernel.bridge import ToolCallError
@@ -107,9 +115,29 @@ class NotebookEnv(gym.Env[list, str]):
 
     Raises:
         ValueError: An argument out of range or of the wrong type; the message names it.
+
+    Under gymnasium's standard wrappers:
+
+    * ``RecordEpisodeStatistics`` (``gymnasium.wrappers`` and ``gymnasium.wrappers.vector``) adds
+      ``info["episode"]`` (``r``, ``l``, ``t``) at an episode's end; the env's own end-of-episode
+      metrics are ``info["episode_metrics"]``, so the two never clash.
+    * ``TimeLimit`` (also what ``gym.make(..., max_episode_steps=N)`` adds) sets ``truncated``
+      after this env's ``step`` has returned, and the env cannot see it. Where the wrapper cuts
+      an episode before ``max_steps``, that step is an ordinary step for the env: its
+      ``reward_components["qa"]`` is ``None`` (no ``em``/``f1``/``has_answer``), there is no
+      ``info["episode_metrics"]``, the episode is not written to ``record_dir``, and ``episode``
+      stays unfinished (``terminated`` and ``truncated`` False, no ``metrics``) until the next
+      ``reset`` or ``close`` releases its kernel. The system prompt and the budget notice keep
+      counting down to ``max_steps``. The rewards are still the env's own: an episode the wrapper
+      cuts has no answer (``submit_final_answer`` terminates the episode inside the env), and no
+      answer scores ``qa = 0`` under any weights, so the rewards sum to L0's trajectory reward of
+      the steps taken. To have the env score, record and announce the limit, set it with
+      ``max_steps=N`` instead.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012 - gymnasium's convention
+    action_space: TextSpace
+    observation_space: ChatSpace
 
     def __init__(
         self,
@@ -149,7 +177,7 @@ class NotebookEnv(gym.Env[list, str]):
         if not self.tasks:
             raise ValueError("no tasks: the task source is empty")
         self.kernel_config = KernelConfig(
-            sandbox=sandbox,  # type: ignore[arg-type]
+            sandbox=sandbox,  # type: ignore[arg-type]  # any str: KernelConfig refuses all but the 3 modes
             limits=check_dataclass_arg(
                 "limits", SandboxLimits() if limits is None else limits, SandboxLimits
             ),
@@ -206,10 +234,86 @@ class NotebookEnv(gym.Env[list, str]):
             self._search = make_search_backend(self._search_spec, corpus=self._corpus)
         return self._search
 
-    def _acquire_kernel(self) -> SandboxedKernel:
+    @property
+    def kernel_pool(self) -> KernelPool:
+        """The pool this env takes its kernels from (its own, started on first use, or the shared
+        ``kernel_pool`` it was given)."""
         if self._pool is None:
             self._pool = KernelPool(self.kernel_config, size=self._pool_size)
-        return self._pool.acquire()
+        return self._pool
+
+    def _acquire_kernel(self) -> SandboxedKernel:
+        return self.kernel_pool.acquire()
+
+    # -- the running episode, read-only (for wrappers, monitors and tests) ----------------------
+
+    @property
+    def task(self) -> Task | None:
+        """The current (or last) episode's task; ``None`` before the first ``reset``."""
+        return self._task
+
+    @property
+    def kernel(self) -> SandboxedKernel | None:
+        """The running episode's sandboxed kernel, ``None`` between episodes.
+
+        For monitoring and fault injection (its ``pid``, ``cgroup``); running cells on it
+        bypasses the episode's records and rewards.
+        """
+        return self._kernel
+
+    @property
+    def notepad(self) -> dict[str, Any]:
+        """A copy of the notepad's last state (empty between episodes)."""
+        return copy.deepcopy(self._kernel.notepad_state) if self._kernel is not None else {}
+
+    @property
+    def tool_counts(self) -> dict[str, int]:
+        """A copy of this episode's budgeted tool calls so far, ``{tool name: calls}``."""
+        return dict(self._tool_counts)
+
+    @property
+    def final_answer(self) -> str | None:
+        """The answer submitted in the current (or last) episode, ``None`` if none yet."""
+        return self._answer
+
+    def context(
+        self,
+        *,
+        system: str | None = None,
+        history: Sequence[StepRecord] | None = None,
+        task_note: str = "",
+        steps_left: int | None = None,
+    ) -> RenderedContext:
+        """The chat context for the next step, trimmed to ``max_context_tokens``.
+
+        With no arguments it is the observation ``step`` returned last. A multi-agent wrapper
+        passes its agent's point of view: its own system prompt, the history as that agent saw
+        it, a note after the task (e.g. what others did before the agent's first step) and the
+        agent's own steps left; the task, notepad, budget and token counting stay the env's.
+
+        Args:
+            system: The system prompt (default: ``system_prompt``).
+            history: Past steps, oldest first (default: this episode's steps).
+            task_note: Text appended to the task message.
+            steps_left: Steps left, shown in the budget notice (default: ``max_steps`` minus the
+                steps taken).
+
+        Raises:
+            RuntimeError: Before the first ``reset``.
+        """
+        if self._task is None:
+            raise RuntimeError("no task yet: call reset() first")
+        history = self._history if history is None else history
+        task = task_message(self._task.question)
+        return render_context(
+            system=self.system_prompt if system is None else system,
+            task=f"{task}\n\n{task_note}" if task_note else task,
+            history=history,
+            notepad=self._kernel.notepad_state if self._kernel else {},
+            steps_left=self.max_steps - len(history) if steps_left is None else steps_left,
+            max_context_tokens=self.max_context_tokens,
+            count_tokens=self.count_tokens,
+        )
 
     # -- gymnasium API -----------------------------------------------------------------------
 
@@ -218,13 +322,23 @@ class NotebookEnv(gym.Env[list, str]):
     ) -> tuple[list, dict[str, Any]]:
         """Start an episode on a fresh kernel.
 
+        A reset in the middle of an episode ends that episode unscored and unrecorded (see the
+        class docstring on ``TimeLimit``).
+
         Args:
             seed: Seeds ``np_random``, which picks the task.
             options: ``{"task": Task | mapping}`` or ``{"task_index": int}`` choose the task.
 
         Returns:
-            ``(observation, info)``; info has ``task`` (the task as a dict), ``step`` (0) and
-            ``n_context_tokens``.
+            ``(observation, info)``: the chat messages ``[system, user (task, notepad, budget)]``
+            and a fresh dict with these keys:
+
+            ====================  ===========================================================
+            ``task``              the task as a dict: ``id``, ``question``, ``answers``,
+                                  ``supporting_titles``, ``metadata``
+            ``step``              ``0``
+            ``n_context_tokens``  tokens of the observation (the env's ``count_tokens``)
+            ====================  ===========================================================
 
         Raises:
             ValueError: Bad options. A reset that raises ends the previous episode and holds no
@@ -248,7 +362,7 @@ class NotebookEnv(gym.Env[list, str]):
         self._episode = EpisodeLog(task=_task_dict(task), system_prompt=self.system_prompt)
         kernel.tool_handler = self._handle_tool
         self._done = False
-        rendered = self._render()
+        rendered = self.context()
         info = {"task": _task_dict(self._task), "step": 0, "n_context_tokens": rendered.n_tokens}
         return rendered.messages, info
 
@@ -260,13 +374,44 @@ class NotebookEnv(gym.Env[list, str]):
                 and one whose ``str()`` raises is an empty action the agent is told about).
 
         Returns:
-            ``(observation, reward, terminated, truncated, info)``. info keys: ``step``,
-            ``reward_components`` (format, code, qa; em/f1/has_answer at the end), ``think``,
-            ``code``, ``format_problems``, ``cell_status``, ``cell_outputs``, ``kernel_restarted``,
-            ``notepad``, ``final_answer``, ``tool_calls`` (bounded records: tool, args preview, ok,
-            error, elapsed_s), ``tool_calls_dropped`` (calls past the record cap), ``timings``,
-            ``n_context_tokens``, ``n_dropped_steps``, ``task``; at the end ``episode`` (metrics),
-            and ``record_error`` when writing ``record_dir`` failed.
+            ``(observation, reward, terminated, truncated, info)``. ``terminated``: the agent
+            submitted an answer. ``truncated``: ``max_steps`` reached, or even the trimmed context
+            no longer fits ``max_context_tokens``. ``reward``: this step's share of L0's
+            trajectory reward (``rewards.online_step_reward``; with ``actor`` set, the format and
+            code terms are averaged over that actor's own steps). ``info`` is a fresh dict:
+
+            ========================  =====================================================
+            ``step``                  this step's number, 1-based
+            ``reward_components``     ``format`` (0/1, well-formed reply), ``code`` (the
+                                      cell's execution reward), ``qa`` (``None`` before the
+                                      end; at the end the answer reward, plus ``em``,
+                                      ``f1`` and ``has_answer``)
+            ``think``, ``code``       the parsed blocks (``None`` where missing)
+            ``format_problems``       what was wrong with the reply's format (list of str)
+            ``cell_status``           ``"ok"``, ``"error"`` (the code raised), ``"timeout"``,
+                                      ``"died"`` (the kernel died), ``"output_limit"``
+                                      (stopped for flooding); ``None`` when no code ran
+            ``cell_outputs``          the cell's outputs, ``{"kind", "name", "text"}`` each
+            ``kernel_restarted``      the kernel died or hung and was restarted this step
+                                      (variables lost, notepad restored)
+            ``notepad``               the notepad after the cell: ``plan``, ``facts``,
+                                      ``draft``
+            ``final_answer``          the submitted answer, ``None`` until there is one
+            ``tool_calls``            bounded records of this step's tool requests: ``tool``,
+                                      ``args`` (preview), ``ok``, ``error``, ``elapsed_s``
+            ``tool_calls_dropped``    requests of this step left out of ``tool_calls``
+            ``timings``               ``step_s`` (the whole step), ``cell_s`` (the cell)
+            ``n_context_tokens``      tokens of the observation
+            ``n_dropped_steps``       oldest steps trimmed out of the observation
+            ``task``                  the task as a dict (as in ``reset``)
+            ``episode_metrics``       at an episode's end only: ``return``, ``length``,
+                                      ``em``, ``f1``, ``has_answer``, ``format_mean``,
+                                      ``code_mean``, ``tool_calls`` (budgeted calls per
+                                      tool). Not ``"episode"``: gymnasium's
+                                      ``RecordEpisodeStatistics`` owns that key.
+            ``record_error``          only when writing the episode to ``record_dir`` failed:
+                                      why (the step's result is unaffected)
+            ========================  =====================================================
 
         Raises:
             RuntimeError: No episode is running (call ``reset`` first).
@@ -291,11 +436,13 @@ class NotebookEnv(gym.Env[list, str]):
         observation = self._observation(parsed, cell, cut_note)
         terminated = self._answer is not None
         truncated = not terminated and t >= self.max_steps
-        formats = [s.reward_components["format"] for s in self._episode.steps] + [fmt]
-        codes = [s.reward_components["code"] for s in self._episode.steps] + [code_r]
+        # Each actor's steps are its own trajectory (one actor, None, in a single-agent episode).
+        mine = [s.reward_components for s in self._episode.steps if s.actor == self.actor]
+        formats = [c["format"] for c in mine] + [fmt]
+        codes = [c["code"] for c in mine] + [code_r]
         components: dict[str, Any] = {"format": fmt, "code": code_r, "qa": None}
         self._history.append(StepRecord(action=text, observation=observation))
-        rendered = self._render()
+        rendered = self.context()
         if not (terminated or truncated) and rendered.n_tokens >= self.max_context_tokens:
             truncated = True  # even the trimmed context no longer fits: stop rather than loop
         qa = None
@@ -307,7 +454,7 @@ class NotebookEnv(gym.Env[list, str]):
                 f1=R.f1_score(self._answer, self._task.answers),
                 has_answer=R.has_answer(self._answer),
             )
-        reward = R.online_step_reward(t, formats, codes, qa, self.reward_weights)
+        reward = R.online_step_reward(len(formats), formats, codes, qa, self.reward_weights)
         notepad = copy.deepcopy(self._kernel.notepad_state)
         tool_calls, calls_dropped = self._requests.take_step()
         step_log = StepLog(
@@ -351,7 +498,7 @@ class NotebookEnv(gym.Env[list, str]):
             "task": _task_dict(self._task),
         }
         if terminated or truncated:
-            info["episode"] = dict(self._episode.metrics)
+            info["episode_metrics"] = dict(self._episode.metrics)
         if record_error is not None:
             info["record_error"] = record_error
         return rendered.messages, float(reward), bool(terminated), bool(truncated), info
@@ -445,19 +592,6 @@ class NotebookEnv(gym.Env[list, str]):
         if self._answer is not None:
             text += f"\n\nFinal answer submitted: {self._answer!r}. The episode is over."
         return "\n".join([*notes, text]) if notes else text
-
-    def _render(self):
-        assert self._task is not None
-        steps_left = self.max_steps - len(self._history)
-        return render_context(
-            system=self.system_prompt,
-            task=f"Question: {self._task.question}",
-            history=self._history,
-            notepad=self._kernel.notepad_state if self._kernel else {},
-            steps_left=steps_left,
-            max_context_tokens=self.max_context_tokens,
-            count_tokens=self.count_tokens,
-        )
 
     def _finish_episode(self, terminated: bool, truncated: bool, components: dict[str, Any]) -> str | None:
         """Close the episode's books; returns why recording failed, if it did (never raises)."""

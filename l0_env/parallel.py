@@ -4,9 +4,11 @@ Every step each live agent acts once, in the fixed order of ``agents`` (e.g. a s
 then a verifier checks it in the same kernel: variables and the notepad are shared). Each agent
 sees its own actions as ``assistant`` messages and everything the others did in between as part
 of the following ``user`` message. Rewards: per-agent format and code-execution terms (L0's
-weights, averaged over that agent's own steps) and the team's answer reward for everyone when the
-episode ends. Any agent's ``submit_final_answer`` ends the episode for all; agents later in the
-order do not act in that step.
+weights, averaged over that agent's own steps: the notebook env does this for the ``actor`` it is
+told) and the team's answer reward for everyone when the episode ends. Any agent's
+``submit_final_answer`` ends the episode for all; agents later in the order do not act in that
+step. Everything about the notebook goes through ``NotebookEnv``'s public surface: ``actor``,
+``context()`` (each agent's view), ``episode``, ``reward_weights``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from . import rewards as R
-from .context import StepRecord, render_context
+from .context import StepRecord
 from .notebook import NotebookEnv
+from .recording import EpisodeLog
 from .spaces import ChatSpace, TextSpace
 
 
@@ -70,7 +72,7 @@ class NotebookParallelEnv(ParallelEnv):
         self._obs_space = ChatSpace()
         self._act_space = TextSpace(max_length=self._env.action_space.max_length)
         self._turns: list[tuple[str, str, str]] = []  # (agent, action, observation)
-        self._scores: dict[str, dict[str, list[float]]] = {}
+        self._round = 0
 
     @functools.cache  # noqa: B019 - PettingZoo requires the same object every call
     def observation_space(self, agent: str) -> ChatSpace:
@@ -84,7 +86,6 @@ class NotebookParallelEnv(ParallelEnv):
         _, info = self._env.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
         self._turns = []
-        self._scores = {a: {"format": [], "code": []} for a in self.agents}
         self._round = 0
         return {a: self._observe(a) for a in self.agents}, {a: dict(info) for a in self.agents}
 
@@ -95,26 +96,27 @@ class NotebookParallelEnv(ParallelEnv):
         if missing:
             raise ValueError(f"no action for agents {missing}; every live agent acts each step")
         self._round += 1
-        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
-        ended, answer_components = False, None
+        infos: dict[str, dict[str, Any]] = {a: {"acted": False} for a in self.agents}
+        rewards = dict.fromkeys(self.agents, 0.0)
+        ender: str | None = None  # the agent whose step ended the episode
         for agent in self.agents:
-            if ended:
-                infos[agent] = {"acted": False}
-                continue
-            self._env.actor = agent
-            _, _, terminated, truncated, info = self._env.step(actions[agent])
-            comps = info["reward_components"]
-            self._scores[agent]["format"].append(comps["format"])
-            self._scores[agent]["code"].append(comps["code"])
-            self._turns.append(
-                (agent, self._env.episode.steps[-1].action, self._env.episode.steps[-1].observation)
-            )
+            self._env.actor = agent  # the env averages format/code over this agent's own steps
+            _, reward, terminated, truncated, info = self._env.step(actions[agent])
+            last = self._episode().steps[-1]
+            self._turns.append((agent, last.action, last.observation))
+            rewards[agent] = reward  # with the answer reward when this step ended the episode
             infos[agent] = {**_deterministic(info), "acted": True}
             if terminated or truncated:
-                ended, answer_components = True, comps
-        terminated = ended and answer_components is not None and self._env.episode.terminated
-        truncated = not terminated and (ended or self._round >= self.max_cycles)
-        rewards = {a: self._reward(a, infos[a].get("acted", False), answer_components) for a in self.agents}
+                ender = agent
+                break
+        if ender is not None:  # the team's answer reward for everyone else too
+            qa = self._env.reward_weights.qa * self._episode().steps[-1].reward_components["qa"]
+            for agent in self.agents:
+                if agent != ender:
+                    rewards[agent] += qa
+        terminated = ender is not None and self._episode().terminated
+        truncated = not terminated and (ender is not None or self._round >= self.max_cycles)
+        rewards = {a: float(r) for a, r in rewards.items()}
         observations = {a: self._observe(a) for a in self.agents}
         terminations = {a: bool(terminated) for a in self.agents}
         truncations = {a: bool(truncated) for a in self.agents}
@@ -122,16 +124,11 @@ class NotebookParallelEnv(ParallelEnv):
             self.agents = []
         return observations, rewards, terminations, truncations, infos
 
-    def _reward(self, agent: str, acted: bool, answer: dict[str, Any] | None) -> float:
-        w = self._env.reward_weights
-        scores = self._scores[agent]
-        t = len(scores["format"])
-        reward = 0.0
-        if acted and t:
-            reward = R.online_step_reward(t, scores["format"], scores["code"], None, w)
-        if answer is not None:
-            reward += w.qa * answer["qa"]
-        return float(reward)
+    def _episode(self) -> EpisodeLog:
+        episode = self._env.episode
+        if episode is None:
+            raise RuntimeError("call reset() first: the episode has not started")
+        return episode
 
     def _observe(self, agent: str) -> list[dict[str, str]]:
         """Chat context from ``agent``'s point of view."""
@@ -147,18 +144,11 @@ class NotebookParallelEnv(ParallelEnv):
                     history[-1] = StepRecord(last.action, f"{last.observation}\n\n{note}")
                 else:
                     preamble.append(note)
-        task = f"Question: {self._env._task.question}" if self._env._task else ""
-        if preamble:
-            task += "\n\n" + "\n\n".join(preamble)
-        steps_left = self.max_cycles - len(history)
-        return render_context(
+        return self._env.context(
             system=self._system[agent],
-            task=task,
             history=history,
-            notepad=self._env._kernel.notepad_state if self._env._kernel else {},
-            steps_left=steps_left,
-            max_context_tokens=self._env.max_context_tokens,
-            count_tokens=self._env.count_tokens,
+            task_note="\n\n".join(preamble),
+            steps_left=self.max_cycles - len(history),
         ).messages
 
     def render(self) -> str | None:

@@ -194,15 +194,14 @@ def notebook_to_episode(nb: nbformat.NotebookNode | str | os.PathLike[str]) -> d
     Raises:
         ValueError: The notebook was not written by l0_env (no ``metadata.l0``).
     """
-    if not isinstance(nb, nbformat.NotebookNode):
-        nb = nbformat.read(os.fspath(nb), as_version=4)
-    meta = nb.metadata.get("l0")
+    notebook = nb if isinstance(nb, nbformat.NotebookNode) else nbformat.read(os.fspath(nb), as_version=4)
+    meta = notebook.metadata.get("l0")
     if not meta or "task" not in meta or "system_prompt" not in meta:
         raise ValueError(
             "not an l0_env episode notebook: metadata.l0 with the task and system prompt is missing"
         )
     steps: list[dict[str, Any]] = []
-    cells = list(nb.cells)
+    cells = list(notebook.cells)
     for i, cell in enumerate(cells):
         if cell.cell_type != "markdown" or not cell.source.startswith("**Step "):
             continue

@@ -31,6 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 from .kernel.pool import KernelPool
 from .notebook import NotebookEnv
+from .recording import EpisodeLog
 
 StepResult = tuple[list, float, bool, bool, dict[str, Any]]
 ResetResult = tuple[list, dict[str, Any]]
@@ -102,15 +103,18 @@ class NotebookVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode}
-        first = NotebookEnv(**env_kwargs, pool_size=0)
+        # The shared pool starts kernels with the envs' settings, which an env validates and
+        # resolves from env_kwargs: a probe (no kernel, no pool) reads them.
+        probe = NotebookEnv(**env_kwargs, pool_size=0)
+        probe.close()
         self._pool = KernelPool(
-            first.kernel_config, size=min(num_envs, 8) if pool_size is None else pool_size
+            probe.kernel_config, size=min(num_envs, 8) if pool_size is None else pool_size
         )
-        first._pool, first._owns_pool = self._pool, False
-        self.envs: list[NotebookEnv] = [first]
-        self.envs += [NotebookEnv(**env_kwargs, kernel_pool=self._pool) for _ in range(num_envs - 1)]
-        self.single_action_space = first.action_space
-        self.single_observation_space = first.observation_space
+        self.envs: list[NotebookEnv] = [
+            NotebookEnv(**env_kwargs, kernel_pool=self._pool) for _ in range(num_envs)
+        ]
+        self.single_action_space = probe.action_space
+        self.single_observation_space = probe.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._executor = cf.ThreadPoolExecutor(
@@ -197,6 +201,18 @@ class NotebookVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[tuple, dict[str, Any]]:
+        """Reset every env (or those in ``options["reset_mask"]``) concurrently.
+
+        Args:
+            seed: One int (env ``i`` gets ``seed + i``), one per env, or None.
+            options: Passed to every env's reset (``task``/``task_index``), plus ``reset_mask``.
+
+        Returns:
+            ``(observations, infos)``: a tuple of chat-message lists, and the envs' reset infos
+            (``NotebookEnv.reset`` lists the keys) batched the gymnasium way: ``infos[key]`` is an
+            array over envs with a boolean mask ``infos["_" + key]``; nested dicts are batched
+            key by key (``l0_env.vector.info_at`` takes env ``i``'s dict back out).
+        """
         if seed is None or isinstance(seed, (int, np.integer)):
             seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
         else:
@@ -220,6 +236,15 @@ class NotebookVectorEnv(VectorEnv):
     def step(
         self, actions: Sequence[Any]
     ) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every env concurrently, with gymnasium's autoreset (``autoreset_mode``).
+
+        Returns:
+            ``(observations, rewards, terminated, truncated, infos)``; ``infos`` batches the
+            envs' step infos as ``reset`` does (``NotebookEnv.step`` lists the keys; an env that
+            autoresets in this call contributes its reset info). With ``"same_step"`` autoreset an
+            env that ended also has ``final_obs`` (its last observation) and ``final_info`` (its
+            last step info); ``episode_metrics`` arrives with the step that ends an episode.
+        """
         if not self._started:
             raise RuntimeError("call reset() before step()")
         if len(actions) != self.num_envs:
@@ -259,6 +284,16 @@ class NotebookVectorEnv(VectorEnv):
         for i, info in enumerate(env_infos):
             infos = self._add_info(infos, info, i)
         return tuple(observations), rewards, terminated, truncated, infos
+
+    def episode(self, i: int) -> EpisodeLog | None:
+        """Env ``i``'s current (or last) episode record (``NotebookEnv.episode``)."""
+        self._check_indices([i])
+        return self.envs[int(i)].episode
+
+    @property
+    def kernel_pool(self) -> KernelPool:
+        """The warm kernel pool every env of this vector env takes its kernels from."""
+        return self._pool
 
     def save_notebooks(self, directory: str, prefix: str = "env") -> list[str]:
         """Save each env's current (or last) episode as ``{prefix}-{i}.ipynb``."""

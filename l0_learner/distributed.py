@@ -289,7 +289,10 @@ def trainable_state(model: Any, ranks: Ranks) -> dict[str, torch.Tensor]:
     if is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A model's state dict holds tensors; torch types it as any state value.
+        full: dict[str, Any] = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
         return {n: t.contiguous() for n, t in full.items() if n in names}
     return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if n in names}
 
@@ -319,7 +322,8 @@ def load_state(
     by_name = bool(optim.get("state")) and all(isinstance(k, str) for k in optim["state"])
     if is_fsdp(model):
         options = StateDictOptions(full_state_dict=True, strict=False)
-        set_model_state_dict(model, weights, options=options)
+        state: dict[str, Any] = dict(weights)  # torch's parameter type is dict[str, any state value]
+        set_model_state_dict(model, state, options=options)
         if optim.get("state") and not by_name:
             raise ValueError(
                 "this checkpoint's optimizer state is by parameter index (written without FSDP): "

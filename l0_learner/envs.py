@@ -1,15 +1,17 @@
-"""The learner's view of many environments: indexed ``reset_some`` / ``step_some``.
+"""The learner's view of many environments: the vector-env protocol and the env settings.
 
-``make_vector_env`` returns ``l0_env.vector.NotebookVectorEnv`` when it is importable (envs step
-concurrently, so one slow cell does not hold up the others), otherwise a :class:`SequentialVectorEnv`
-over single ``gym.make`` envs with the same interface::
+What the learner needs of a vector env is :class:`IndexedVectorEnv` (a ``typing.Protocol``)::
 
+    venv.num_envs
     venv.reset_some({i: {"seed": s, "options": {...}}}) -> {i: (obs, info)}
     venv.step_some({i: action_text}) -> {i: (obs, reward, terminated, truncated, info)}
+    venv.episode(i) -> env i's current (or last) l0_env.recording.EpisodeLog, or None
     venv.close()
 
-``episode_log(venv, i)`` returns env ``i``'s full :class:`l0_env.recording.EpisodeLog` where the
-env exposes one (for the sample notebooks), else ``None``.
+and, optionally, :class:`FutureVectorEnv`'s ``submit_step`` / ``submit_reset`` (each returns a
+``concurrent.futures.Future`` at once), with which the rollout overlaps slow cells with generation
+(``l0_learner.rollout``). ``make_vector_env`` returns ``l0_env.vector.NotebookVectorEnv`` (both
+protocols) for the notebook env and a :class:`SequentialVectorEnv` (the first only) for the toy env.
 
 :func:`notebook_env_kwargs` is the one place where a learner config becomes env settings: RL,
 evaluation and the SFT demonstrations all build their envs from it, so they run with the same
@@ -19,10 +21,53 @@ evaluation, the step limit differ).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
+
+from l0_env.notebook import NotebookEnv
+from l0_env.recording import EpisodeLog
+
+ResetResult = tuple[Any, dict[str, Any]]
+StepResult = tuple[Any, float, bool, bool, dict[str, Any]]
+
+
+@runtime_checkable
+class IndexedVectorEnv(Protocol):
+    """The vector env the learner drives: indexed resets and steps of any subset of envs."""
+
+    num_envs: int
+
+    def reset_some(self, resets: Mapping[int, Mapping[str, Any] | None]) -> dict[int, ResetResult]:
+        """Reset the given envs, each with optional ``{"seed", "options"}``; returns when all are done."""
+        ...
+
+    def step_some(self, actions: Mapping[int, Any]) -> dict[int, StepResult]:
+        """Step the given envs; returns when all are done."""
+        ...
+
+    def episode(self, i: int) -> EpisodeLog | None:
+        """Env ``i``'s current (or last) episode record; None where the env keeps none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class FutureVectorEnv(IndexedVectorEnv, Protocol):
+    """An :class:`IndexedVectorEnv` that also starts single resets and steps without waiting."""
+
+    def submit_step(self, i: int, action: Any) -> cf.Future[StepResult]:
+        """Start env ``i``'s step; the future's result is ``(obs, reward, terminated, truncated, info)``."""
+        ...
+
+    def submit_reset(
+        self, i: int, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> cf.Future[ResetResult]:
+        """Start env ``i``'s reset; the future's result is ``(obs, info)``."""
+        ...
 
 
 class TokenCounter:
@@ -76,35 +121,42 @@ def notebook_env_kwargs(
 
 
 class SequentialVectorEnv:
-    """``reset_some``/``step_some`` over a list of envs, one after another (the fallback)."""
+    """:class:`IndexedVectorEnv` over a list of envs, stepped one after another (the toy env's)."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
 
-    def reset_some(self, requests: Mapping[int, Mapping[str, Any]]) -> dict[int, tuple[Any, dict]]:
-        return {
-            i: self.envs[i].reset(seed=req.get("seed"), options=req.get("options"))
-            for i, req in requests.items()
-        }
+    def reset_some(self, resets: Mapping[int, Mapping[str, Any] | None]) -> dict[int, ResetResult]:
+        out = {}
+        for i, req in resets.items():
+            req = req or {}
+            out[i] = self.envs[i].reset(seed=req.get("seed"), options=req.get("options"))
+        return out
 
-    def step_some(self, actions: Mapping[int, str]) -> dict[int, tuple[Any, float, bool, bool, dict]]:
-        return {i: self.envs[i].step(a) for i, a in actions.items()}
+    def step_some(self, actions: Mapping[int, Any]) -> dict[int, StepResult]:
+        out: dict[int, StepResult] = {}
+        for i, action in actions.items():
+            obs, reward, terminated, truncated, info = self.envs[i].step(action)
+            out[i] = (obs, float(reward), terminated, truncated, info)
+        return out
 
-    def episode(self, i: int) -> Any:
-        return getattr(self.envs[i].unwrapped, "episode", None)
+    def episode(self, i: int) -> EpisodeLog | None:
+        env = self.envs[i].unwrapped
+        return env.episode if isinstance(env, NotebookEnv) else None  # the toy env keeps none
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
 
 
-def make_vector_env(num_envs: int, *, env: str = "notebook", **kwargs: Any) -> Any:
+def make_vector_env(num_envs: int, *, env: str = "notebook", **kwargs: Any) -> IndexedVectorEnv:
     """Build ``num_envs`` envs behind the indexed interface.
 
     Args:
         num_envs: How many envs.
-        env: "notebook" (``L0Notebook-v0``) or "toy" (:class:`l0_learner.toy_env.TextRewardEnv`).
+        env: "notebook" (``L0Notebook-v0``'s :class:`l0_env.vector.NotebookVectorEnv`, which is
+            also a :class:`FutureVectorEnv`) or "toy" (:class:`l0_learner.toy_env.TextRewardEnv`).
         **kwargs: Passed to each env's constructor.
     """
     if env == "toy":
@@ -113,27 +165,6 @@ def make_vector_env(num_envs: int, *, env: str = "notebook", **kwargs: Any) -> A
         return SequentialVectorEnv([lambda: TextRewardEnv(**kwargs) for _ in range(num_envs)])
     if env != "notebook":
         raise ValueError(f"env must be 'notebook' or 'toy', got {env!r}")
-    try:
-        from l0_env.vector import NotebookVectorEnv
-    except ImportError:
-        NotebookVectorEnv = None
-    if NotebookVectorEnv is not None:
-        return NotebookVectorEnv(num_envs, **kwargs)
-    import l0_env
+    from l0_env.vector import NotebookVectorEnv
 
-    return SequentialVectorEnv([lambda: gym.make(l0_env.ENV_ID, **kwargs) for _ in range(num_envs)])
-
-
-def episode_log(venv: Any, i: int) -> Any:
-    """Env ``i``'s last EpisodeLog, or None where the vector env does not expose it."""
-    for name in ("episode", "get_episode"):
-        fn = getattr(venv, name, None)
-        if callable(fn):
-            try:
-                return fn(i)
-            except Exception:
-                return None
-    envs = getattr(venv, "envs", None)
-    if envs is not None:
-        return getattr(getattr(envs[i], "unwrapped", envs[i]), "episode", None)
-    return None
+    return NotebookVectorEnv(num_envs, **kwargs)

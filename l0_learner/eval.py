@@ -37,12 +37,12 @@ import numpy as np
 
 from l0_env.recording import atomic_write_text
 
-from .data import load_task_dicts, parse_data_spec
+from .data import DataSpec, load_task_dicts, parse_data_spec
 from .rollout import Episode, Job, run_episodes
 from .stats import PairedComparison, bootstrap_diff_interval, compare_paired, wilson_interval
 
 
-def load_eval_tasks(data: str, n: int | None = None) -> list[dict[str, Any]]:
+def load_eval_tasks(data: str | DataSpec, n: int | None = None) -> list[dict[str, Any]]:
     """The first ``n`` questions of a data spec as task dicts (see :mod:`l0_learner.data`)."""
     return load_task_dicts(data, n)
 
@@ -280,24 +280,26 @@ class EvalArgs:
         samples = self.samples if self.samples is not None else (3 if l0 else 1)
         top_p = self.top_p if self.top_p is not None else (0.9 if l0 else 1.0)
         sampling = l0 or samples > 1 or top_p < 1  # asking for samples or nucleus means sampling
+        temperature = self.temperature if self.temperature is not None else (1.0 if sampling else 0.0)
         values = {
             "samples": samples,
             "top_p": top_p,
-            "temperature": self.temperature if self.temperature is not None else (1.0 if sampling else 0.0),
+            "temperature": temperature,
             "max_steps": self.max_steps if self.max_steps is not None else (10 if l0 else 3),
         }
         out = EvalArgs(**{**asdict(self), **values})
-        if out.samples < 1:
-            raise ValueError(f"--samples must be >= 1, got {out.samples}")
-        if out.samples > 1 and out.temperature == 0:
+        if samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {samples}")
+        if samples > 1 and temperature == 0:
             raise ValueError("--samples > 1 with greedy decoding repeats one answer: set --temperature > 0")
-        if not 0 < out.top_p <= 1:
-            raise ValueError(f"--top-p must be in (0, 1], got {out.top_p}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
         return out
 
 
 def make_backend(args: EvalArgs) -> tuple[Any, Any]:
     """(backend, token counter) for resolved arguments."""
+    assert args.temperature is not None and args.top_p is not None, "pass EvalArgs.resolved()"
     if args.backend == "openai":
         from .backends.openai import OpenAIBackend
 
@@ -330,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     import tyro
 
     args = tyro.cli(EvalArgs, args=argv, prog="python -m l0_learner.eval").resolved()
+    assert args.max_steps is not None and args.samples is not None  # resolved() filled them in
     specs = [parse_data_spec(d) for d in args.data]  # a bad spec fails before the model loads
     torch.manual_seed(args.seed)
     backend, counter = make_backend(args)

@@ -33,7 +33,7 @@ PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a ``metrics.jsonl`` (a torn last line, from a hard kill, is skipped)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
         return rows

@@ -119,7 +119,7 @@ def load_policy(name: str, *, device: str = "auto", dtype: str = "auto") -> tupl
         _cache_converted(model, tok, cache_dir() / "smollm2-135m-instruct")
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers types .to through a decorator that loses self
     model.train()
     return model, tok
 

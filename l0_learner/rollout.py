@@ -19,9 +19,9 @@ running). Each turn of the loop:
 
 So a slow cell (a ``time.sleep(10)``, a long search) holds up only its own episode: the other
 episodes keep generating and stepping around it, and its slot rejoins the batches when it is back.
-A venv without the future API (:class:`l0_learner.envs.SequentialVectorEnv`, anything with only
-``reset_some``/``step_some``), and ``overlap=False``, get synchronous rounds instead: generate for
-all slots, step them all with one ``step_some``, repeat.
+A venv without the future API (not a :class:`l0_learner.envs.FutureVectorEnv`: e.g.
+:class:`l0_learner.envs.SequentialVectorEnv`), and ``overlap=False``, get synchronous rounds
+instead: generate for all slots, step them all with one ``step_some``, repeat.
 
 Determinism. The episodes come back in job order whatever the timing. Which slots share a
 ``generate`` call now depends on how fast cells run. With a scripted or otherwise per-row backend
@@ -36,13 +36,14 @@ run is reproducible only with ``overlap=False`` (rounds fixed by the seeds, as b
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envs import episode_log
+from .envs import FutureVectorEnv, IndexedVectorEnv
 
 
 @dataclass
@@ -130,6 +131,25 @@ class RolloutTimings:
 BATCH_WAIT_S = 0.2
 
 
+def eta_seconds(done: int, total: int, elapsed_s: float, slots: int) -> float | None:
+    """Time left for ``total`` episodes, ``done`` of them after ``elapsed_s`` on ``slots`` slots.
+
+    The mean rate since the start, and no estimate (None) before a first wave of episodes, one
+    per slot, has ended: the slots run concurrently, so the first episode ends after a whole
+    episode's time and the others soon after it. Extrapolating from the first one (tqdm's
+    default) said 5.5 h for an evaluation that took 48 min.
+    """
+    if done >= total:
+        return 0.0
+    if done < min(slots, total) or elapsed_s <= 0:
+        return None
+    return (total - done) * elapsed_s / done
+
+
+def _end_span(span: list[float], _future: Any) -> None:
+    span[1] = time.perf_counter()
+
+
 def _union_length(spans: list[list[float]], now: float) -> float:
     total, end = 0.0, float("-inf")
     for lo, hi in sorted(spans):
@@ -142,7 +162,7 @@ def _union_length(spans: list[list[float]], now: float) -> float:
 
 def run_episodes(
     backend: Any,
-    venv: Any,
+    venv: IndexedVectorEnv,
     jobs: Sequence[Job],
     *,
     num_envs: int,
@@ -155,12 +175,13 @@ def run_episodes(
 
     Args:
         backend: A generation backend (``generate(conversations) -> list[Generation]``).
-        venv: The indexed vector env (:mod:`l0_learner.envs`); with ``submit_step`` /
-            ``submit_reset`` (futures) slow cells do not hold up the other episodes.
+        venv: The indexed vector env (:class:`l0_learner.envs.IndexedVectorEnv`); when it is a
+            :class:`l0_learner.envs.FutureVectorEnv`, slow cells do not hold up the other episodes.
         jobs: Episodes to run, in order.
         num_envs: Slots of ``venv`` to use.
         keep_logs: Keep the full EpisodeLog of this many episodes (for sample notebooks).
-        progress: Show a progress bar over finished episodes with this label.
+        progress: Show a progress bar over finished episodes with this label (with the steps
+            taken, and the time left once every slot has finished an episode: ``eta_seconds``).
         batch_wait_s: Before generating, wait up to this long for the resets/cells in flight to
             finish and join the batch (each one is waited for once at most); 0 generates for
             whatever is ready; None (default): as long as the last ``generate`` call took.
@@ -175,7 +196,12 @@ def run_episodes(
     from tqdm.auto import tqdm
 
     timings = RolloutTimings()
-    use_futures = overlap and all(callable(getattr(venv, n, None)) for n in ("submit_step", "submit_reset"))
+    if not isinstance(venv, IndexedVectorEnv):
+        raise TypeError(
+            f"venv must have num_envs, reset_some, step_some, episode and close "
+            f"(l0_learner.envs.IndexedVectorEnv), got {type(venv).__name__}"
+        )
+    futures_venv = venv if overlap and isinstance(venv, FutureVectorEnv) else None
     pending = deque(enumerate(jobs))
     done: dict[int, Episode] = {}
     slots: dict[int, tuple[int, Episode]] = {}  # slot -> (job number, its episode so far)
@@ -184,7 +210,23 @@ def run_episodes(
     outwaited: set[cf.Future] = set()  # in flight through a whole batch wait: not waited for again
     last_generate_s = BATCH_WAIT_S  # the batch wait with batch_wait_s=None, until generate is timed
     spans: list[list[float]] = []  # [start, end] of every env call, for env_busy_s
-    bar = tqdm(total=len(jobs), desc=progress, unit="ep", disable=progress is None, leave=False)
+    # The bar's time left is eta_seconds' (tqdm's own extrapolates from the first episode).
+    bar = tqdm(
+        total=len(jobs),
+        desc=progress,
+        unit="ep",
+        disable=progress is None,
+        leave=False,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} episodes [{elapsed}{postfix}]",
+    )
+    n_steps = 0
+
+    def show_progress() -> None:
+        if bar.disable:
+            return
+        eta = eta_seconds(len(done), len(jobs), bar.format_dict["elapsed"], num_envs)
+        left = "estimate after the first episode of every slot" if eta is None else tqdm.format_interval(eta)
+        bar.set_postfix_str(f"{n_steps} steps, left: {left}", refresh=True)
 
     def submit(calls: dict[int, Any], gens: dict[int, Any] | None = None) -> None:
         """Start steps (``calls[slot]`` = action, ``gens[slot]`` its Generation) or, without
@@ -193,24 +235,26 @@ def run_episodes(
             return
         is_step = gens is not None
         gens = gens or {}
-        if use_futures:
+        if futures_venv is not None:
             for slot, arg in calls.items():
                 t0 = time.perf_counter()
                 span = [t0, float("inf")]
                 spans.append(span)
-                f = venv.submit_step(slot, arg) if is_step else venv.submit_reset(slot, **arg)
-                f.add_done_callback(lambda _f, span=span: span.__setitem__(1, time.perf_counter()))
+                f: cf.Future[Any] = (
+                    futures_venv.submit_step(slot, arg) if is_step else futures_venv.submit_reset(slot, **arg)
+                )
+                f.add_done_callback(functools.partial(_end_span, span))
                 inflight[f] = (slot, gens.get(slot))
             return
         t0 = time.perf_counter()
-        results = venv.step_some(calls) if is_step else venv.reset_some(calls)
+        results: Mapping[int, Any] = venv.step_some(calls) if is_step else venv.reset_some(calls)
         t1 = time.perf_counter()
         timings.env_s += t1 - t0
         spans.append([t0, t1])
         for slot in calls:
-            f: cf.Future = cf.Future()
-            f.set_result(results[slot])
-            inflight[f] = (slot, gens.get(slot))
+            done_now: cf.Future = cf.Future()
+            done_now.set_result(results[slot])
+            inflight[done_now] = (slot, gens.get(slot))
 
     def start_jobs(free: list[int]) -> None:
         requests = {}
@@ -224,6 +268,7 @@ def run_episodes(
 
     def collect() -> None:
         """Take every finished reset/step (in slot order); refill the slots of finished episodes."""
+        nonlocal n_steps
         while finished := sorted((inflight[f][0], f) for f in list(inflight) if f.done()):
             freed = []
             for slot, f in finished:
@@ -236,6 +281,7 @@ def run_episodes(
                     ready[slot] = o
                     continue
                 o, _reward, terminated, truncated, info = f.result()
+                n_steps += 1
                 ep.steps.append(
                     StepSample(
                         prompt_ids=list(gen.prompt_ids),
@@ -248,10 +294,10 @@ def run_episodes(
                     )
                 )
                 if terminated or truncated:
-                    ep.metrics = dict(info.get("episode", {}))
+                    ep.metrics = dict(info.get("episode_metrics", {}))
                     ep.answer = info.get("final_answer")
                     if k < keep_logs:
-                        ep.log = episode_log(venv, slot)
+                        ep.log = venv.episode(slot)
                     done[k] = ep
                     bar.update(1)
                     del slots[slot]
@@ -259,6 +305,7 @@ def run_episodes(
                 else:
                     ready[slot] = o
             start_jobs(freed)  # these resets may be done at once (always, on a synchronous venv)
+            show_progress()
 
     def wait_env(futures: Any, **kwargs: Any) -> None:
         t0 = time.perf_counter()

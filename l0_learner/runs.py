@@ -174,6 +174,8 @@ class RunDir:
         try:
             tmp.mkdir(parents=True)
             if weights is None:
+                if model is None:
+                    raise ValueError("save_checkpoint needs model= or weights=")
                 weights = {
                     n: p.detach().cpu().contiguous().clone()
                     for n, p in model.named_parameters()
@@ -184,6 +186,8 @@ class RunDir:
             ranks = rng or [rng_state()]
             rngs = {**ranks[0], "ranks": ranks} if len(ranks) > 1 else ranks[0]
             if optimizer_state is None:
+                if optimizer is None:
+                    raise ValueError("save_checkpoint needs optimizer= or optimizer_state=")
                 optimizer_state = optimizer.state_dict()
             # torch.save to an open file: a failed write raises the OSError itself (to a path it
             # raises an opaque RuntimeError from the zip writer).

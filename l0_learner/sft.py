@@ -35,6 +35,7 @@ import torch
 
 from l0_env.recording import append_jsonl
 
+from .packing import pack_by_tokens
 from .policy import compute_context, encode_chat, response_logprobs
 
 
@@ -95,8 +96,10 @@ def record_demonstrations(
         "tasks": task_list,
     }
     env = gym.make(l0_env.ENV_ID, **settings)
+    notebook = env.unwrapped
+    assert isinstance(notebook, l0_env.NotebookEnv)  # what gym.make(ENV_ID) builds
     rng = random.Random(seed)
-    n_tasks = len(env.unwrapped.tasks)
+    n_tasks = len(notebook.tasks)
     order = list(range(n_tasks))
     rng.shuffle(order)
     samples: list[dict[str, Any]] = []
@@ -181,7 +184,7 @@ def load_samples(path: str | Path, *, max_steps: int = 12) -> list[dict[str, Any
 
 
 def _episode_samples(episode: dict[str, Any], max_steps: int) -> list[dict[str, Any]]:
-    from l0_env.context import StepRecord, render_context
+    from l0_env.context import StepRecord, render_context, task_message
 
     out: list[dict[str, Any]] = []
     history: list[StepRecord] = []
@@ -189,7 +192,7 @@ def _episode_samples(episode: dict[str, Any], max_steps: int) -> list[dict[str, 
     for t, step in enumerate(episode["steps"]):
         ctx = render_context(
             system=episode["system_prompt"],
-            task=f"Question: {episode['task']['question']}",
+            task=task_message(episode["task"]["question"]),
             history=history,
             notepad=notepad,
             steps_left=max_steps - t,
@@ -254,12 +257,10 @@ def sft(
         order = list(range(len(data)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            batch = sorted(
-                (data[i] for i in order[start : start + batch_size]), key=lambda d: len(d[0]) + len(d[1])
-            )
+            batch = [data[i] for i in order[start : start + batch_size]]
             n_tokens = sum(len(r) for _, r in batch)
             total = 0.0
-            for mb in _pack(batch, micro_batch_tokens):
+            for mb in pack_by_tokens(batch, micro_batch_tokens, length=lambda d: len(d[0]) + len(d[1])):
                 with autocast:
                     logp, mask = response_logprobs(
                         model,
@@ -279,16 +280,6 @@ def sft(
             bar.set_postfix(loss=f"{total:.3f}")
     bar.close()
     return losses
-
-
-def _pack(batch: list, budget: int) -> list[list]:
-    out: list[list] = [[]]
-    for item in batch:
-        length = len(item[0]) + len(item[1])
-        if out[-1] and (len(out[-1]) + 1) * length > budget:
-            out.append([])
-        out[-1].append(item)
-    return out
 
 
 @dataclass

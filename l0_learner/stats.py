@@ -64,7 +64,9 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def _paired(before: Sequence[float], after: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _paired(
+    before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(
@@ -76,8 +78,8 @@ def _paired(before: Sequence[float], after: Sequence[float]) -> tuple[np.ndarray
 
 
 def bootstrap_diff_interval(
-    before: Sequence[float],
-    after: Sequence[float],
+    before: Sequence[float] | np.ndarray,
+    after: Sequence[float] | np.ndarray,
     *,
     resamples: int = 10_000,
     confidence: float = 0.95,

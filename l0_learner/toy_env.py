@@ -27,7 +27,7 @@ class TextRewardEnv(gym.Env):
 
     def __init__(self, max_steps: int = 1, target: str = "a", n_tasks: int = 8, **_: Any) -> None:
         self.max_steps, self.target = max_steps, target
-        self.tasks = [
+        self.tasks: list[dict[str, Any]] = [
             {"id": f"toy-{k}", "question": f"Write text {k}.", "answers": [target]} for k in range(n_tasks)
         ]
         self.action_space = TextSpace(max_length=100_000)
@@ -62,7 +62,7 @@ class TextRewardEnv(gym.Env):
         self._messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Go on."}]
         info: dict[str, Any] = {"step": self._t, "reward_components": components, "task": dict(self._task)}
         if truncated:
-            info["episode"] = {
+            info["episode_metrics"] = {
                 "return": reward,
                 "length": self._t,
                 "em": components["em"],

@@ -34,7 +34,10 @@ def sampler_weights(model: Any, dtype: torch.dtype | None = None) -> dict[str, t
     if is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A model's state dict holds tensors; torch types it as any state value.
+        state: dict[str, Any] = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     elif hasattr(model, "get_base_model"):
         state = _merged_lora_state(model)
     else:

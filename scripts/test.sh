@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/python -m mypy  # the packages' types ([tool.mypy] in pyproject.toml)
 .venv/bin/python -m pytest -q "$@"

@@ -138,11 +138,17 @@ def test_approx_token_count(text: str, n: int) -> None:
 
 
 def test_truncate_middle() -> None:
+    """One cut rule for the context and for cell output (there were two, with different markers)."""
+    from l0_env.kernel import outputs
+
+    assert truncate_middle is outputs.truncate_middle
     assert truncate_middle("short", 10) == "short"
-    cut = truncate_middle("a" * 50 + "b" * 50, 10)
+    cut = truncate_middle("a" * 50 + "b" * 50, 40)
+    assert len(cut) <= 40
     assert cut.startswith("aaaaa") and cut.endswith("bbbbb")
-    assert "[90 chars cut]" in cut
-    assert "[3 chars cut]" in truncate_middle("abc", 0)
+    assert "[84 characters cut]" in cut
+    assert cut == "a" * 10 + "\n…[84 characters cut]…\n" + "b" * 6  # two thirds kept: the head
+    assert truncate_middle("abc", 0) == "\n…[3 characters cut]…\n"
 
 
 # --------------------------------------------------------------------------- layout
@@ -259,7 +265,7 @@ def test_trim_cuts_newest_observation_when_one_step_does_not_fit() -> None:
     assert ctx.n_tokens <= 300
     last = ctx.messages[-1]["content"]
     assert last.startswith("HEAD")
-    assert "chars cut]" in last
+    assert "characters cut]" in last
     assert "TAIL" in last
     assert "Frank Herbert" in last and "2 steps left" in last
     assert ctx.messages[2]["content"] == steps[0].action
@@ -273,7 +279,7 @@ def test_trim_cuts_newest_action_as_last_resort() -> None:
     )
     assert ctx.n_dropped_steps == 2
     assert ctx.n_tokens <= 150
-    assert "chars cut]" in ctx.messages[2]["content"]
+    assert "characters cut]" in ctx.messages[2]["content"]
 
 
 def test_impossible_budget_does_not_raise() -> None:

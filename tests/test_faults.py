@@ -68,7 +68,7 @@ def text_of(info: dict[str, Any]) -> str:
 
 def kernel_pids(env: gym.Env) -> tuple[int, int]:
     """(the launcher's pid: bwrap or python, the ipykernel python's pid)."""
-    kernel = env.unwrapped._kernel
+    kernel = env.unwrapped.kernel
     root = psutil.Process(kernel.pid)
     for proc in [root, *root.children(recursive=True)]:
         if "ipykernel_launcher" in proc.cmdline() and proc.name().startswith("python"):
@@ -94,7 +94,7 @@ def assert_recovered(env: gym.Env, before: list[dict[str, Any]]) -> None:
     _, _, terminated, _, info = env.step(
         "<think>finish the episode</think><code>submit_final_answer('Ada Lovelace')</code>"
     )
-    assert terminated and info["episode"]["em"] == 1.0
+    assert terminated and info["episode_metrics"]["em"] == 1.0
 
 
 def kill_later(pid: int, delay: float) -> threading.Thread:
@@ -140,7 +140,7 @@ def test_killed_between_episodes_reset_recovers():
     env = make_env(pool_size=1)  # the warm spare is killed while it waits
     try:
         env.reset(seed=0)
-        pool = env.unwrapped._pool
+        pool = env.unwrapped.kernel_pool
         assert pool.wait_ready(timeout=60)
         spare = pool._ready[0]
         os.kill(spare.pid, signal.SIGKILL)
@@ -248,7 +248,7 @@ def test_one_kernel_killed_in_a_vector_env_leaves_the_others_alone():
     try:
         venv.reset(seed=0)
         action = "<think>sleep a little then print</think><code>import time; time.sleep(2); print('done', 7)</code>"
-        killer = kill_later(venv.envs[1]._kernel.pid, 0.8)
+        killer = kill_later(venv.envs[1].kernel.pid, 0.8)
         results = venv.step_some({0: action, 1: action, 2: action})
         killer.join()
         statuses = {i: r[4]["cell_status"] for i, r in results.items()}

@@ -66,7 +66,7 @@ class _Bridge:
         if reply.get("ok"):
             return reply.get("result")
         error = reply.get("error") or {}
-        raise _ERROR_TYPES.get(error.get("type"), ToolError)(error.get("message", "tool call failed"))
+        raise _ERROR_TYPES.get(str(error.get("type")), ToolError)(error.get("message", "tool call failed"))
 
 
 class Notepad:

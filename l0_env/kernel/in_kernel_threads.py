@@ -24,7 +24,8 @@ def patch_threads():
 
     def parents():
         pubs = [sys.stdout, sys.stderr, getattr(get_ipython(), "display_pub", None)]
-        return [(p, p.parent_header) for p in pubs if hasattr(p, "reset_thread_parent")]
+        # ipykernel's OutStream / display publisher (what hasattr finds), not the declared TextIO
+        return [(p, p.parent_header) for p in pubs if hasattr(p, "reset_thread_parent")]  # type: ignore[union-attr]
 
     def start(self, *args, **kwargs):
         headers = parents()
@@ -52,5 +53,6 @@ def patch_threads():
 
         return original_submit(self, call_with_parent if headers else fn, *args, **kwargs)
 
-    start._l0_parent_patch = True
-    threading.Thread.start, ThreadPoolExecutor.submit = start, submit
+    # Patching the classes in the kernel's process is the point of this module.
+    start._l0_parent_patch = True  # type: ignore[attr-defined]
+    threading.Thread.start, ThreadPoolExecutor.submit = start, submit  # type: ignore[method-assign]

@@ -52,15 +52,24 @@ def strip_ansi(text: str) -> str:
     return _CONTROL.sub("", _ANSI.sub("", text))
 
 
+def _cut_marker(n_cut: int) -> str:
+    return f"\n…[{n_cut} characters cut]…\n"
+
+
 def truncate_middle(text: str, limit: int) -> str:
-    """Keep the head and tail of ``text`` within ``limit`` characters, with a marker between."""
+    """``text`` within ``limit`` characters: its head and tail around a marker saying how many
+    characters were cut (the one cut rule for cell output and for the context).
+
+    Two thirds of what is kept come from the head. The result is ``text`` itself when it fits,
+    else at most ``max(limit, len(marker))`` characters: a limit below the marker's length
+    (about 25) keeps the marker alone.
+    """
     if len(text) <= limit:
         return text
-    marker_room = 64
-    keep = max(limit - marker_room, 0)
-    head, tail = text[: keep * 2 // 3], text[len(text) - keep // 3 :] if keep // 3 else ""
-    cut = len(text) - len(head) - len(tail)
-    return f"{head}\n…[{cut} characters cut]…\n{tail}"
+    keep = max(limit - len(_cut_marker(len(text))), 0)  # the marker for len(text) is the longest
+    head = keep * 2 // 3
+    tail = keep - head
+    return f"{text[:head]}{_cut_marker(len(text) - keep)}{text[len(text) - tail :] if tail else ''}"
 
 
 def format_error(ename: str, evalue: str, traceback: list[str]) -> str:

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import seccomp
+from . import cgroups, seccomp
 from .cgroups import SandboxCgroup
 
 HOME_IN_SANDBOX = "/home/agent"
@@ -184,7 +184,7 @@ def _open_private_dir(path: Path) -> int:
             path,
             "it is a symlink or not a directory"
             if exc.errno in (errno.ELOOP, errno.ENOTDIR)
-            else exc.strerror,
+            else exc.strerror or str(exc),
         ) from None
     st = os.fstat(fd)
     problem = None
@@ -344,6 +344,26 @@ def kernel_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def sandbox_cgroup(limits: SandboxLimits, *, tag: str) -> SandboxCgroup | None:
+    """The memory + pids cgroup of one sandbox under ``limits``; None where ``limits.cgroup`` is
+    off or the host has no writable cgroups (pass it to :func:`launch_spec`; ``remove()`` it after).
+
+    Raises:
+        SandboxUnavailable: The host has cgroups but this one cannot be made.
+    """
+    if not limits.cgroup:
+        return None
+    support = cgroups.detect()
+    if not support.available:
+        return None
+    try:
+        return SandboxCgroup(
+            support, memory_bytes=limits.sandbox_memory_bytes, max_pids=limits.sandbox_pids, tag=tag
+        )
+    except cgroups.CgroupError as exc:
+        raise SandboxUnavailable(f"{exc}; pass SandboxLimits(cgroup=False) to run without it") from None
 
 
 @contextlib.contextmanager

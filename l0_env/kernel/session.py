@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cgroups, launcher
+from . import launcher
 from .bridge import Handler, ToolBridge, ToolCallError
 from .cell import CellEnd, CellResult, CellRun
 from .cgroups import SandboxCgroup
@@ -37,11 +37,11 @@ from .outputs import OutputCollector, format_outputs
 from .policy import SandboxMode, resolve_sandbox, resolve_seccomp
 from .sandbox import (
     HOME_IN_SANDBOX,
-    SandboxUnavailable,
     UidLease,
     host_is_root,
     kernel_environment,
     launch_spec,
+    sandbox_cgroup,
 )
 from .transport import KernelChannels, MalformedLog, write_connection_file
 
@@ -148,21 +148,9 @@ class SandboxedKernel:
         return self._seccomp
 
     def _make_cgroup(self) -> SandboxCgroup | None:
-        limits = self.config.limits
-        if not (self.sandboxed and limits.cgroup):
+        if not self.sandboxed:
             return None
-        support = cgroups.detect()
-        if not support.available:
-            return None
-        try:
-            return SandboxCgroup(
-                support,
-                memory_bytes=limits.sandbox_memory_bytes,
-                max_pids=limits.sandbox_pids,
-                tag=os.path.basename(self.runtime_dir),
-            )
-        except cgroups.CgroupError as exc:
-            raise SandboxUnavailable(f"{exc}; pass SandboxLimits(cgroup=False) to run without it") from None
+        return sandbox_cgroup(self.config.limits, tag=os.path.basename(self.runtime_dir))
 
     def _start(self) -> None:
         uid = self._uid_lease.uid if self._uid_lease else None

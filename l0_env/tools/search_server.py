@@ -178,10 +178,14 @@ def create_app(
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
 
+        def finish() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
         def on_done(_: Job) -> None:
             # RuntimeError: the event loop is closed, the server is shutting down
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+                loop.call_soon_threadsafe(finish)
 
         try:
             job = pool.submit(units, deadline=deadline, on_done=on_done)

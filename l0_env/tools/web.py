@@ -168,7 +168,8 @@ class SerperSearch(SearchBackend):
         for i, item in enumerate(organic[:k], start=1):
             if not isinstance(item, dict) or not isinstance(item.get("link"), str):
                 continue
-            pos = item.get("position") if isinstance(item.get("position"), int) else i
+            position = item.get("position")
+            pos = position if isinstance(position, int) else i
             title = str(item.get("title") or "")
             hits.append(Hit(item["link"], title, str(item.get("snippet") or ""), 1.0 / max(1, pos)))
             with self._lock:

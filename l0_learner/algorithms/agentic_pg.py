@@ -69,6 +69,7 @@ from .. import distributed as D
 from ..backends.hf import HFBackend
 from ..config import Config
 from ..envs import notebook_env_kwargs, reward_weights
+from ..packing import pack_by_tokens
 from ..policy import compute_context, load_policy, pick_dtype, response_logprobs
 from ..rollout import Episode, Job, RolloutTimings, run_episodes
 from .advantages import agentic_pg_advantages, dynamic_sampling_filter, grpo_advantages
@@ -227,7 +228,7 @@ class AgenticPG:
 
     def next_questions(self, k: int) -> list[int]:
         """The next ``k`` task indices: a fresh shuffle of all training questions per epoch."""
-        out = []
+        out: list[int] = []
         while len(out) < k:
             if self._pos >= len(self._order):
                 self._order = self.rng.permutation(self.n_tasks).tolist()
@@ -314,17 +315,7 @@ class AgenticPG:
 
     def micro_batches(self, samples: Sequence[Sample]) -> list[list[Sample]]:
         """Group samples (sorted by length) so rows × padded length stays within the token budget."""
-        order = sorted(samples, key=lambda s: s.tokens)
-        batches: list[list[Sample]] = []
-        current: list[Sample] = []
-        for s in order:
-            if current and (len(current) + 1) * s.tokens > self.cfg.micro_batch_tokens:
-                batches.append(current)
-                current = []
-            current.append(s)
-        if current:
-            batches.append(current)
-        return batches
+        return pack_by_tokens(samples, self.cfg.micro_batch_tokens, length=lambda s: s.tokens)
 
     def _ref_logprobs(self, prompts: list, responses: list) -> torch.Tensor:
         # No gradient here, so the cached-prompt path (shared system-prompt prefix computed once)

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from l0_learner.backends import Generation
-from l0_learner.envs import SequentialVectorEnv, make_vector_env
-from l0_learner.rollout import Job, run_episodes
+from l0_learner.envs import FutureVectorEnv, IndexedVectorEnv, SequentialVectorEnv, make_vector_env
+from l0_learner.rollout import Job, eta_seconds, run_episodes
 
 SLOW_S = 3.0
 MAX_STEPS = 4
@@ -71,7 +71,7 @@ def venv():
 
 
 def test_a_slow_cell_does_not_hold_up_the_other_episodes(venv) -> None:
-    assert callable(getattr(venv, "submit_step", None)), "the notebook vector env has the future API"
+    assert isinstance(venv, FutureVectorEnv), "the notebook vector env has the future API"
     jobs = [Job(task_index=i, seed=i) for i in range(N)]
     backend = ScriptedBackend()
     t0 = time.perf_counter()
@@ -117,8 +117,10 @@ def test_slots_are_refilled_and_the_fallback_env_gives_the_same_episodes(venv) -
 
     seq = SequentialVectorEnv([lambda: gym.make(l0_env.ENV_ID, tasks=TASKS, max_steps=MAX_STEPS)] * 2)
     try:
-        assert not hasattr(seq, "submit_step")
-        seq_episodes, seq_timings = run_episodes(NoSleep(0.0), seq, jobs, num_envs=2, keep_logs=6)
+        assert isinstance(seq, IndexedVectorEnv) and not isinstance(seq, FutureVectorEnv)
+        seq_episodes, seq_timings = run_episodes(
+            NoSleep(0.0), seq, jobs, num_envs=2, keep_logs=6, progress="sequential"
+        )
     finally:
         seq.close()
     assert [ep.job for ep in episodes] == jobs
@@ -148,3 +150,24 @@ def test_the_hf_backend_gives_the_same_episode_structure(venv, tiny_policy) -> N
     assert [len(ep.steps) for ep in a] == [len(ep.steps) for ep in b]
     assert [ep.steps[0].prompt_ids for ep in a] == [ep.steps[0].prompt_ids for ep in b]
     assert [ep.task for ep in a] == [ep.task for ep in b]
+
+
+def test_the_time_left_waits_for_a_first_wave_and_uses_the_mean_rate() -> None:
+    """8 slots, 64 episodes of 60 s each: the first ends at 60 s and the other 7 right after. The
+    old bar extrapolated from the first one: 63 × 60 s = 63 min left, for a run of 8 minutes."""
+    assert eta_seconds(1, 64, 60.0, slots=8) is None
+    assert eta_seconds(7, 64, 61.0, slots=8) is None
+    assert eta_seconds(8, 64, 62.0, slots=8) == pytest.approx(56 * 62.0 / 8)  # ~7 min
+    assert eta_seconds(2, 3, 10.0, slots=8) is None, "fewer jobs than slots: they all run at once"
+    assert eta_seconds(64, 64, 480.0, slots=8) == 0.0
+
+
+def test_a_venv_without_the_protocol_is_a_clear_error() -> None:
+    class StepOnly:
+        num_envs = 1
+
+        def step_some(self, actions):
+            return {}
+
+    with pytest.raises(TypeError, match="IndexedVectorEnv"):
+        run_episodes(ScriptedBackend(), StepOnly(), [Job(0, 0)], num_envs=1)

@@ -109,7 +109,7 @@ def cell_text(info: dict[str, Any]) -> str:
 
 
 def kernel_of(env: gym.Env):
-    kernel = env.unwrapped._kernel
+    kernel = env.unwrapped.kernel
     assert kernel is not None, "no kernel: call reset() first"
     return kernel
 

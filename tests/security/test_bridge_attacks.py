@@ -104,7 +104,7 @@ def test_bridge_offers_only_the_tools(env):
     for probe, reply in zip(probes, got, strict=True):
         assert reply["ok"] is False, (probe, reply)
     assert "root:" not in cell_text(info)
-    assert env.unwrapped._tool_counts.get("web_search", 0) == 0  # refused before spending budget
+    assert env.unwrapped.tool_counts.get("web_search", 0) == 0  # refused before spending budget
     assert_env_works(env)
 
 
@@ -134,8 +134,8 @@ def test_malformed_bridge_requests_get_error_replies(env):
     assert len(got) == len(MALFORMED_REQUESTS), cell_text(info)
     for name, reply in zip(MALFORMED_REQUESTS, got, strict=True):
         assert reply["ok"] is False and reply["error"]["type"] in ("ValueError", "TypeError"), (name, reply)
-    assert not terminated and env.unwrapped._answer is None
-    assert env.unwrapped._tool_counts == {}
+    assert not terminated and env.unwrapped.final_answer is None
+    assert env.unwrapped.tool_counts == {}
     assert kernel_of(env).bridge._thread.is_alive(), "a request killed the bridge thread"
     assert_env_works(env)
 
@@ -178,7 +178,7 @@ def test_budget_holds_against_raw_calls_and_threads(secret_env):
         )
         _, _, info = step(env, code)
         assert "served 5 refused 75 80" in cell_text(info), cell_text(info)
-        assert env.unwrapped._tool_counts["web_search"] == 5
+        assert env.unwrapped.tool_counts["web_search"] == 5
         _, _, info = step(env, "web_search('more')")
         assert info["cell_status"] == "error" and "BudgetExhausted" in cell_text(info)
         _, _, info = step(env, "print(open_page('p1')[:20])")
@@ -204,10 +204,10 @@ def test_calls_after_the_episode_ended_are_refused(env):
     _, terminated, info = step(env, "submit_final_answer('Ada Lovelace'); t.start(); time.sleep(0.3)")
     assert terminated
     unwrapped = env.unwrapped
-    counts, n_steps = dict(unwrapped._tool_counts), len(unwrapped.episode.steps)
+    counts, n_steps = dict(unwrapped.tool_counts), len(unwrapped.episode.steps)
     time.sleep(1.0)  # the thread keeps calling while the host looks
-    assert unwrapped._answer == "Ada Lovelace", "a call after the end changed the answer"
-    assert unwrapped._tool_counts == counts
+    assert unwrapped.final_answer == "Ada Lovelace", "a call after the end changed the answer"
+    assert unwrapped.tool_counts == counts
     assert len(unwrapped.episode.steps) == n_steps
     assert unwrapped.episode.final_answer == "Ada Lovelace"
     env.reset(seed=0)  # the next episode: a new kernel, the pestering thread is gone
