@@ -103,7 +103,10 @@ class ToolBridge:
         if owner_uid is not None:
             os.chown(path, owner_uid, owner_uid)
         os.chmod(path, 0o600)
-        self._sock.listen(16)
+        # Room for every thread of a kernel to connect at once (its process limit is 64) while a
+        # loaded host is slow to accept: a full backlog makes a connect with a timeout fail at once
+        # (EAGAIN), which the agent would see as an unreachable tool service.
+        self._sock.listen(128)
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name=f"l0-bridge-{os.path.basename(path)}", daemon=True

@@ -12,6 +12,7 @@ The host formats ``_l0_install(socket_path, notepad_state)`` at the end of this 
 import json as _json
 import socket as _socket
 import sys as _sys
+import time as _time
 
 _MAX_RESPONSE_BYTES = 8 << 20
 _STATUSES = ("todo", "doing", "done")
@@ -46,7 +47,14 @@ class _Bridge:
         with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as sock:
             sock.settimeout(120)
             try:
-                sock.connect(self._path)
+                for attempt in range(50):  # a full accept backlog (a loaded host): wait, up to ~5 s
+                    try:
+                        sock.connect(self._path)
+                        break
+                    except BlockingIOError:
+                        if attempt == 49:
+                            raise
+                        _time.sleep(0.1)
                 sock.sendall(request)
                 chunks, size = [], 0
                 while True:

@@ -18,7 +18,7 @@ import pytest
 
 from l0_env.kernel.bridge import MAX_ARGS_DEPTH, MAX_REQUEST_BYTES
 
-from .conftest import assert_env_works, bridge_client, cell_text, fresh_env, kernel_of, step
+from .conftest import TinySearch, assert_env_works, bridge_client, cell_text, fresh_env, kernel_of, step
 
 
 def replies(text: str) -> list[dict]:
@@ -236,3 +236,32 @@ def test_notepad_pushes_with_odd_shapes_do_not_break_step(env, tmp_path):
     assert_env_works(env)
     env.unwrapped.save_notebook(str(tmp_path / "odd.ipynb"))
     assert (tmp_path / "odd.ipynb").stat().st_size > 0
+
+
+class SlowSearch(TinySearch):
+    """Answers after 50 ms, like a search server across a network: calls queue at the bridge."""
+
+    def search(self, queries: list[str], k: int = 5):
+        time.sleep(0.05)
+        return super().search(queries, k)
+
+
+def test_many_threads_calling_tools_at_once_all_get_through(secret_env):
+    """The bridge answers one connection at a time; 48 threads calling a slow search at once used to
+    overflow its accept backlog of 16, and a connect with a timeout fails at once on a full backlog
+    (EAGAIN): honest calls came back as "the tool service is unreachable"."""
+    for env in fresh_env(search=SlowSearch(), tool_budgets={"web_search": 48, "open_page": 40}):
+        code = (
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "def one(i):\n"
+            "    try:\n"
+            "        return 'ok' if web_search(f'q{i}', k=1) else 'empty'\n"
+            "    except Exception as exc:\n"
+            "        return f'{type(exc).__name__}: {exc}'\n"
+            "with ThreadPoolExecutor(48) as pool:\n"
+            "    results = list(pool.map(one, range(48)))\n"
+            "print('ok', results.count('ok'), sorted(set(r for r in results if r != 'ok'))[:3])\n"
+        )
+        _, _, info = step(env, code)
+        assert "ok 48 []" in cell_text(info), cell_text(info)
+        assert env.unwrapped.tool_counts["web_search"] == 48
