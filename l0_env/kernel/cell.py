@@ -43,6 +43,12 @@ from .transport import KernelChannels, sent_at
 # kernel sent within that time (tens of MB of flood, on a loaded machine) waits up to this many
 # times the grace before it calls the kernel stuck.
 BACKLOG_GRACE_FACTOR = 3
+# iopub is a PUB socket: past its high-water mark zmq drops messages, the cell's "idle" status
+# among them (a cell that floods iopub with junk did this). The execute_reply comes on the shell
+# socket, which the flood does not touch. Once it is in and iopub has been quiet this long, the
+# cell is over: long enough for the kernel's I/O thread to publish the cell's last output on a
+# loaded machine (it may trail the reply), short against the cell timeout it replaces.
+IDLE_AFTER_REPLY_S = 2.0
 
 
 @dataclass
@@ -127,6 +133,8 @@ class CellRun:
         self._interrupt_id: str | None = None
         self._interrupted_at = self._interrupted_wall = 0.0
         self._idle = self._acknowledged = self._behind = False
+        self._reply: dict[str, Any] | None = None  # the execute_reply, once read
+        self._quiet_since = 0.0  # when iopub last went quiet after the reply was in
 
     def run(self) -> CellEnd:
         self._msg_id = self._channels.execute(self._code, silent=self._silent)
@@ -154,10 +162,26 @@ class CellRun:
                 self._behind = False
                 if self._process_exited():
                     return CellEnd("died", restart_reason="")
+                if self._reply_without_idle():
+                    self._idle = True  # its idle status was lost: the reply says the cell is over
+                    if self._interrupt_id is None:
+                        return self._finish()
                 continue
+            self._quiet_since = 0.0
             end = self._on_message(msg)
             if end is not None:
                 return end
+
+    def _reply_without_idle(self) -> bool:
+        """Whether the execute_reply is in and iopub has stayed quiet ``IDLE_AFTER_REPLY_S`` since."""
+        now = time.monotonic()
+        if self._reply is None:
+            self._reply = self._channels.execute_reply(self._msg_id, wait=0)
+            if self._reply is None:
+                return False
+        if not self._quiet_since:
+            self._quiet_since = now
+        return now - self._quiet_since >= IDLE_AFTER_REPLY_S
 
     def _grace(self) -> float:
         # A host slow to decode a flood's backlog is no stuck kernel: while the messages it reads
@@ -202,7 +226,7 @@ class CellRun:
 
     def _finish(self) -> CellEnd:
         """The cell is over and the kernel lives: read its reply, add the host's notes."""
-        reply = self._channels.execute_reply(self._msg_id, wait=self._config.interrupt_grace)
+        reply = self._reply or self._channels.execute_reply(self._msg_id, wait=self._config.interrupt_grace)
         reply_status = reply.get("status") if reply is not None else None
         status, collector = self.status, self.collector
         if status == "timeout":
