@@ -39,12 +39,12 @@ def env_prompts(tokenizer, n: int, max_context_tokens: int) -> list[list[int]]:
     import gymnasium as gym
 
     import l0_env  # noqa: F401  (registers L0Notebook-v0)
-    from l0_learner.algorithms.agentic_pg import env_kwargs
     from l0_learner.config import make_config
+    from l0_learner.envs import training_env_kwargs
     from l0_learner.policy import encode_chat
 
     cfg = make_config(max_context_tokens=max_context_tokens)
-    env = gym.make("L0Notebook-v0", **env_kwargs(cfg, tokenizer))
+    env = gym.make("L0Notebook-v0", **training_env_kwargs(cfg, tokenizer))
     try:
         prompts = []
         for k in range(n):

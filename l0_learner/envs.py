@@ -13,6 +13,8 @@ and, optionally, :class:`FutureVectorEnv`'s ``submit_step`` / ``submit_reset`` (
 (``l0_learner.rollout``). ``make_vector_env`` returns ``l0_env.vector.NotebookVectorEnv`` (both
 protocols) for the notebook env and a :class:`SequentialVectorEnv` (the first only) for the toy env.
 
+:func:`make_training_env` builds RL's envs for a learner config (:func:`training_tasks`,
+:func:`training_env_kwargs`, :func:`count_training_tasks` are its parts).
 :func:`notebook_env_kwargs` is the one place where a learner config becomes env settings: RL,
 evaluation and the SFT demonstrations all build their envs from it, so they run with the same
 sandbox, cell timeout, context budget, search and rewards (only the questions and, for
@@ -118,6 +120,34 @@ def notebook_env_kwargs(
     if cfg.search is not None:
         kwargs["search"] = cfg.search
     return kwargs
+
+
+def training_tasks(cfg: Any) -> list[dict[str, Any]]:
+    """The RL questions of a notebook-env config (``cfg.tasks``, by default the bundled train set)."""
+    from .data import load_task_dicts
+
+    return load_task_dicts(cfg.tasks or "hotpotqa-train")
+
+
+def training_env_kwargs(cfg: Any, tokenizer: Any) -> dict[str, Any]:
+    """Constructor arguments of each RL env for a learner config (the notebook or the toy env)."""
+    if cfg.env == "toy":
+        return {"max_steps": cfg.max_steps}
+    return notebook_env_kwargs(cfg, tokenizer, training_tasks(cfg))
+
+
+def count_training_tasks(cfg: Any) -> int:
+    """How many questions RL draws from (the toy env's built-in ones, or ``cfg.tasks``)."""
+    if cfg.env == "toy":
+        from .toy_env import TextRewardEnv
+
+        return len(TextRewardEnv().tasks)
+    return len(training_tasks(cfg))
+
+
+def make_training_env(cfg: Any, tokenizer: Any) -> IndexedVectorEnv:
+    """The ``cfg.num_envs`` envs RL steps, with the settings of :func:`training_env_kwargs`."""
+    return make_vector_env(cfg.num_envs, env=cfg.env, **training_env_kwargs(cfg, tokenizer))
 
 
 class SequentialVectorEnv:

@@ -70,8 +70,8 @@ def plan_data(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     Raises:
         ValueError: If two stages share a question (see :func:`l0_learner.data.check_disjoint`).
     """
-    from .algorithms.agentic_pg import training_tasks
     from .data import check_disjoint, load_task_dicts
+    from .envs import training_tasks
 
     if cfg.env != "notebook":
         return {}

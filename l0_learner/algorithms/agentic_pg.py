@@ -66,9 +66,10 @@ import numpy as np
 import torch
 
 from .. import distributed as D
+from ..backends import TrainingBackend
 from ..backends.hf import HFBackend
 from ..config import Config
-from ..envs import notebook_env_kwargs, reward_weights
+from ..envs import count_training_tasks, make_training_env, reward_weights
 from ..packing import pack_by_tokens
 from ..policy import compute_context, load_policy, pick_dtype, response_logprobs
 from ..rollout import Episode, Job, RolloutTimings, run_episodes
@@ -93,28 +94,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_tasks(cfg: Config) -> list[dict[str, Any]]:
-    """The RL questions of a notebook-env config (``cfg.tasks``, by default the bundled train set)."""
-    from ..data import load_task_dicts
-
-    return load_task_dicts(cfg.tasks or "hotpotqa-train")
-
-
-def env_kwargs(cfg: Config, tokenizer: Any) -> dict[str, Any]:
-    """Constructor arguments of each env for this config."""
-    if cfg.env == "toy":
-        return {"max_steps": cfg.max_steps}
-    return notebook_env_kwargs(cfg, tokenizer, training_tasks(cfg))
-
-
-def count_tasks(cfg: Config) -> int:
-    if cfg.env == "toy":
-        from ..toy_env import TextRewardEnv
-
-        return len(TextRewardEnv().tasks)
-    return len(training_tasks(cfg))
-
-
 class AgenticPG:
     """L0's agentic policy gradient (see the module docstring for what it does and skips).
 
@@ -135,7 +114,6 @@ class AgenticPG:
     def __init__(
         self, cfg: Config, *, model: Any = None, tokenizer: Any = None, venv: Any = None, run: Any = None
     ) -> None:
-        from ..envs import make_vector_env
 
         self.cfg = cfg
         self.ranks = D.Ranks.current()
@@ -173,12 +151,8 @@ class AgenticPG:
         if self.ranks.rank > 0:  # each rank samples its own stream (rank 0's is a single process's)
             torch.manual_seed(cfg.seed + self.ranks.rank)
         self.backend = self._make_backend()
-        self.venv = (
-            venv
-            if venv is not None
-            else make_vector_env(cfg.num_envs, env=cfg.env, **env_kwargs(cfg, tokenizer))
-        )
-        self.n_tasks = count_tasks(cfg)
+        self.venv = venv if venv is not None else make_training_env(cfg, tokenizer)
+        self.n_tasks = count_training_tasks(cfg)
         self.weights = reward_weights(cfg)
         self.rng = np.random.default_rng(cfg.seed)
         self.iteration = 0
@@ -204,7 +178,7 @@ class AgenticPG:
             model.config.use_cache = True  # generate still uses the cache; checkpointing only in training
         return model
 
-    def _make_backend(self) -> Any:
+    def _make_backend(self) -> TrainingBackend:
         cfg = self.cfg
         if cfg.backend == "hf":
             return HFBackend(
@@ -411,15 +385,14 @@ class AgenticPG:
         ``version`` is the number of updates in these weights: a seeded vLLM sampler derives its
         per-rollout seeds from it, so a resumed run samples what the uninterrupted one did.
         """
-        sync = getattr(self.backend, "sync_weights", None)
-        if not callable(sync):
+        if not self.backend.holds_weights:
             return
         from ..weights import sampler_weights
 
         serving = None if self.compute_dtype == torch.float32 else self.compute_dtype
         weights = sampler_weights(self.model, serving)  # a collective under FSDP
         if self.ranks.is_main:
-            sync(weights, version=version)
+            self.backend.sync_weights(weights, version=version)
         self.ranks.broadcast(None)  # no rank samples before the new weights are in
 
     def update(self, episodes: Sequence[Episode], advantages: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -448,9 +421,7 @@ class AgenticPG:
         """Collect a batch, compute advantages, update once; returns the iteration's metrics."""
         t0 = time.perf_counter()
         episodes, stats, timings = self.collect()
-        sleep = getattr(self.backend, "sleep", None)
-        if callable(sleep):  # a colocated vLLM engine frees its GPU memory while the trainer steps
-            sleep()
+        self.backend.sleep()  # a colocated vLLM engine frees its GPU memory while the trainer steps
         advantages = self.advantages(episodes)
         t1 = time.perf_counter()
         metrics = self.update(episodes, advantages)
@@ -603,9 +574,7 @@ class AgenticPG:
 
     def close(self) -> None:
         self.venv.close()
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()
+        self.backend.close()
 
 
 class GRPO(AgenticPG):

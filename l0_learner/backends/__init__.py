@@ -8,8 +8,9 @@ update) and ``openai`` (any OpenAI-compatible server; text only, so it is for ev
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 STOP = ("</code>",)
 
@@ -34,7 +35,31 @@ class Generation:
 
 
 class Backend(Protocol):
+    """What evaluation needs: actions for chat conversations."""
+
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]: ...
 
 
-__all__ = ["STOP", "Backend", "Generation"]
+class TrainingBackend(Backend, Protocol):
+    """What the trainer needs: token-in/token-out sampling and the engine's life cycle.
+
+    ``holds_weights`` says whether the backend samples from its own copy of the policy (a vLLM
+    engine) that :meth:`sync_weights` must refresh after every update, or from the trained module
+    itself (``hf``: nothing to sync). :meth:`sleep` frees what the engine holds while the trainer
+    steps (a colocated vLLM engine's GPU memory; a no-op elsewhere); the next sync or rollout wakes
+    it. Every training backend has all of these, so the trainer calls them without probing.
+    """
+
+    holds_weights: ClassVar[bool]
+    stats: dict[str, float]
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]]) -> list[Generation]: ...
+
+    def sync_weights(self, weights: Mapping[str, Any], version: int | None = None) -> None: ...
+
+    def sleep(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["STOP", "Backend", "Generation", "TrainingBackend"]

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -139,9 +139,21 @@ class HFBackend:
         self.batch_size, self.stop, self.share_prefix = batch_size, tuple(stop), share_prefix
         self.stats = {"gen_tokens": 0, "gen_seconds": 0.0, "prompt_tokens": 0}
 
+    holds_weights: ClassVar[bool] = False
+    """It samples from the trained module itself: there are no weights to sync."""
+
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]:
         prompts = [encode_chat(self.tokenizer, c) for c in conversations]
         return self.generate_ids(prompts)
+
+    def sync_weights(self, weights: Mapping[str, Any], version: int | None = None) -> None:
+        """Nothing to do: the next rollout samples from the updated module."""
+
+    def sleep(self) -> None:
+        """Nothing to free: the model is the trainer's."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def generate_ids(self, prompts: Sequence[Sequence[int]]) -> list[Generation]:
         """Sample one response per prompt (token ids in, token ids + logprobs out)."""

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from . import STOP, Generation
 from .vllm_server import VLLMServer, VLLMServerError, log_tail, make_server, max_model_len, model_source
@@ -185,6 +185,9 @@ class VLLMBackend:
         seed: The run's seed (see :class:`RolloutSeeds`).
     """
 
+    holds_weights: ClassVar[bool] = True
+    """The engine samples from its own copy of the policy: :meth:`sync_weights` after every update."""
+
     def __init__(self, tokenizer: Any, *, weights_dir: str | Path, sampling: Sampling, seed: int = 0) -> None:
         self.tokenizer = tokenizer
         self.weights_dir = Path(weights_dir)
@@ -265,6 +268,10 @@ class VLLMBackend:
     def load_weights_from(self, directory: str | Path) -> None:
         """Reload the engine's weights from the safetensors in ``directory``; reset its prefix cache."""
         raise NotImplementedError
+
+    def sleep(self) -> None:
+        """Free what the engine holds while the trainer steps (the colocated engine overrides it;
+        a server in another process keeps its memory)."""
 
     def close(self) -> None:
         """Release the engine (idempotent)."""

@@ -32,6 +32,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ITERATIONS = 5
 
 
+@pytest.fixture(autouse=True)
+def sigint_delivered():
+    """SIGINT handled as in a terminal, also when pytest runs as a background job of a script,
+    which starts with SIGINT ignored: the learner keeps an ignored signal ignored on purpose, and
+    the learners these tests start would inherit it."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def metrics_lines(out: Path) -> list[dict[str, Any]]:
     """Every line of ``metrics.jsonl`` (a torn or invalid line fails the test)."""
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -14,12 +14,18 @@ from .test_algorithm import make_algo
 
 
 class SyncingHF(HFBackend):
-    """The real hf sampler, plus the hook a backend with weights of its own (vLLM) implements."""
+    """The real hf sampler, plus the hooks a backend with weights of its own (vLLM) implements."""
+
+    holds_weights = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.synced: list[dict[str, torch.Tensor]] = []
         self.versions: list[int | None] = []
+        self.sleeps = 0
+
+    def sleep(self) -> None:
+        self.sleeps += 1
 
     def sync_weights(self, weights: dict[str, torch.Tensor], version: int | None = None) -> None:
         self.synced.append(weights)
@@ -35,6 +41,7 @@ def test_the_sampler_gets_the_new_weights_after_every_update_and_on_resume(tiny_
     for k in range(2):
         algo.train_iteration()
         assert len(algo.backend.synced) == k + 1
+        assert algo.backend.sleeps == k + 1, "the engine sleeps while the trainer steps"
         pushed, live = algo.backend.synced[-1], algo.model.state_dict()
         assert set(pushed) == set(live) and "lm_head.weight" in pushed, "tied output layer included"
         assert all(torch.equal(pushed[n], live[n].cpu()) for n in live)
@@ -45,6 +52,19 @@ def test_the_sampler_gets_the_new_weights_after_every_update_and_on_resume(tiny_
     # Each push names the updates in it (the vLLM sampler's seeds depend on it): resume says 2 again.
     assert algo.backend.versions == [1, 2, 3, 2]
     assert all(torch.equal(algo.backend.synced[-1][n], t) for n, t in algo.model.state_dict().items())
+    algo.close()
+
+
+def test_a_backend_that_samples_from_the_trained_module_gets_no_sync(tiny_path, monkeypatch) -> None:
+    """``hf`` holds no weights of its own: no full copy of the policy is gathered for it."""
+    import l0_learner.weights as weights
+
+    gathered = []
+    monkeypatch.setattr(weights, "sampler_weights", lambda *a, **k: gathered.append(1) or {})
+    algo = make_algo(tiny_path)
+    assert type(algo.backend) is HFBackend and not algo.backend.holds_weights
+    algo.train_iteration()
+    assert gathered == []
     algo.close()
 
 
