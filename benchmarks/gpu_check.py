@@ -75,7 +75,7 @@ def build_model(args: argparse.Namespace, workdir: Path):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from l0_learner.policy import load_tokenizer
+    from l0_learner.models import load_tokenizer
     from l0_learner.tiny import build_tiny_model
 
     tok_dir = build_tiny_model(workdir / "tokenizer")

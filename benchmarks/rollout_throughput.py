@@ -81,7 +81,7 @@ def main() -> None:
     from l0_learner.backends.vllm import Sampling, VLLMServerBackend
     from l0_learner.backends.vllm_server import VLLMServer, max_model_len, model_source, server_args
     from l0_learner.config import make_config
-    from l0_learner.policy import load_policy
+    from l0_learner.models import load_policy
 
     torch.set_num_threads(args.threads)
     load_before = uptime()

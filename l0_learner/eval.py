@@ -312,7 +312,7 @@ def make_backend(args: EvalArgs) -> tuple[Any, Any]:
         ), None
     from .backends.hf import HFBackend
     from .envs import TokenCounter
-    from .policy import load_policy
+    from .models import load_policy
 
     model, tok = load_policy(args.model, device=args.device)
     model.eval()

@@ -104,7 +104,7 @@ def demonstration_batch(tokenizer: Any, n_steps: int, *, sandbox: str = "auto", 
 
 
 def main(argv: Sequence[str] | None = None) -> GradientAgreement:
-    from .policy import load_policy
+    from .models import load_policy
 
     parser = argparse.ArgumentParser(
         prog="python -m l0_learner.gradcheck", description=__doc__.split("\n\n")[0]

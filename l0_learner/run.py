@@ -101,7 +101,7 @@ def _evaluate(
     from .backends.hf import HFBackend
     from .envs import notebook_env_kwargs
     from .eval import evaluate, question_scores, write_predictions
-    from .policy import pick_dtype
+    from .models import pick_dtype
 
     # The trained policy holds float32 weights (see AgenticPG): evaluate it in the compute dtype.
     param = next(model.parameters())
@@ -313,7 +313,7 @@ class Pipeline:
 
     def cold_start(self) -> str:
         """Evaluate the starting model, record demonstrations, fine-tune, evaluate; the RL model."""
-        from .policy import load_policy
+        from .models import load_policy
 
         cfg, stages = self.cfg, self.stages
         evaluating = bool(cfg.eval_questions)

@@ -35,8 +35,9 @@ import torch
 
 from l0_env.recording import append_jsonl
 
+from .models import compute_context
 from .packing import pack_by_tokens
-from .policy import compute_context, encode_chat, response_logprobs
+from .policy import encode_chat, response_logprobs
 
 
 def record_demonstrations(
@@ -310,7 +311,7 @@ class SFTArgs:
 def main(argv: Sequence[str] | None = None) -> Path:
     import tyro
 
-    from .policy import load_policy
+    from .models import load_policy
 
     args = tyro.cli(SFTArgs, args=argv, prog="python -m l0_learner.sft")
     out = Path(args.output_dir)

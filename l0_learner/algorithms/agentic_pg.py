@@ -70,8 +70,9 @@ from ..backends import TrainingBackend
 from ..backends.hf import HFBackend
 from ..config import Config
 from ..envs import count_training_tasks, make_training_env, reward_weights
+from ..models import compute_context, load_policy, pick_dtype
 from ..packing import pack_by_tokens
-from ..policy import compute_context, load_policy, pick_dtype, response_logprobs
+from ..policy import response_logprobs
 from ..rollout import Episode, Job, RolloutTimings, run_episodes
 from .advantages import agentic_pg_advantages, dynamic_sampling_filter, grpo_advantages
 from .batch import Sample, episode_metrics, training_samples

@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..models import compute_context
 from ..policy import (
     MIN_SHARED_PREFIX,
     cache_kwarg,
     common_prefix_len,
-    compute_context,
     encode_chat,
     left_pad,
     shared_prefix_cache,
@@ -117,7 +117,7 @@ class HFBackend:
             batch instead of once per row; rows are then padded after it. Same logprobs, far less
             prefill on CPU.
         autocast: Run the model under ``torch.autocast`` in this dtype (the trainer's compute
-            dtype when it keeps float32 weights, see :func:`l0_learner.policy.compute_context`).
+            dtype when it keeps float32 weights, see :func:`l0_learner.models.compute_context`).
     """
 
     def __init__(

@@ -427,7 +427,7 @@ def from_config(cfg: Any, tokenizer: Any) -> VLLMBackend:
             or a GGUF model (vLLM is given transformers directories and hub ids).
     """
     from ..distributed import Ranks
-    from ..policy import pick_dtype
+    from ..models import pick_dtype
 
     ranks = Ranks.current()
     vdir = Path(cfg.output_dir) / "vllm"

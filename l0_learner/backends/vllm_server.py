@@ -264,7 +264,7 @@ def model_source(name: str) -> str:
         ValueError: For a GGUF file (the smollm2 GGUF is converted to a directory on its first
             load, so only a failed conversion gets here).
     """
-    from ..policy import resolve_model
+    from ..models import resolve_model
 
     path, gguf = resolve_model(name)
     if gguf is not None:
@@ -315,7 +315,7 @@ def server_args(cfg: Any, *, dtype: str, on_gpu: bool, model_len: int) -> list[s
 def make_server(cfg: Any, device: Any, *, port: int | None = None) -> VLLMServer:
     """The server that an ``auto`` run of ``cfg`` on ``device`` (the trainer's) starts, not started
     yet: ``cfg.model``, the learner's arguments, the log in ``<output_dir>/vllm/server.log``."""
-    from ..policy import pick_dtype
+    from ..models import pick_dtype
 
     source = model_source(cfg.model)
     dtype = str(pick_dtype(cfg.dtype, device)).removeprefix("torch.")
@@ -343,13 +343,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     from ..config import parse_cli
-    from ..policy import pick_device
+    from ..models import pick_device
 
     ap = argparse.ArgumentParser(prog="python -m l0_learner.backends.vllm_server", add_help=False)
     ap.add_argument("--port", type=int, default=8000)
     known, rest = ap.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     cfg = parse_cli(rest, prog="python -m l0_learner.backends.vllm_server [--port N]")
-    from ..policy import load_policy, resolve_model
+    from ..models import load_policy, resolve_model
 
     if resolve_model(cfg.model)[1] is not None:  # builds 'tiny'; a GGUF (smollm2) is converted once
         load_policy(cfg.model, device="cpu")

@@ -33,7 +33,7 @@ def tiny_path(l0_cache: str) -> str:
 @pytest.fixture
 def tiny_policy(tiny_path: str):
     """A fresh (model, tokenizer) of the tiny model, seeded."""
-    from l0_learner.policy import load_policy
+    from l0_learner.models import load_policy
 
     torch.manual_seed(0)
     return load_policy(tiny_path, device="cpu")

@@ -104,7 +104,7 @@ def test_smollm2_real_episode_in_the_sandbox() -> None:
     from l0_env.kernel.sandbox import check_bwrap
     from l0_learner.backends.hf import HFBackend
     from l0_learner.envs import TokenCounter, make_vector_env
-    from l0_learner.policy import load_policy
+    from l0_learner.models import load_policy
 
     reason = check_bwrap()
     if reason is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from l0_learner.algorithms import AgenticPG
-from l0_learner.policy import load_policy
+from l0_learner.models import load_policy
 
 from .test_algorithm import make_algo, toy_config
 

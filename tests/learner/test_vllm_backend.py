@@ -31,7 +31,8 @@ from l0_learner.backends.hf import HFBackend
 from l0_learner.backends.vllm import RolloutSeeds, Sampling, VLLMServerBackend, probe_sequence, write_weights
 from l0_learner.backends.vllm_server import VLLMServer, default_vllm_python, max_model_len, server_args
 from l0_learner.config import make_config
-from l0_learner.policy import encode_chat, load_policy, response_logprobs
+from l0_learner.models import load_policy
+from l0_learner.policy import encode_chat, response_logprobs
 from l0_learner.weights import sampler_weights
 
 from .cli import cli_args
@@ -77,7 +78,7 @@ def test_colocated_layout_says_what_it_needs_where_vllm_is_not_installed(tiny_pa
     import importlib.util
 
     from l0_learner.backends.vllm import from_config
-    from l0_learner.policy import load_tokenizer
+    from l0_learner.models import load_tokenizer
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed in this environment: the colocated layout would start")
