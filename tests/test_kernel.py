@@ -127,22 +127,27 @@ def test_sandbox_none_runs():
         assert k.notepad_state["facts"] == {"a": "b"}
 
 
-def test_missing_bwrap_is_refused(monkeypatch):
-    monkeypatch.setattr(policy, "_bwrap_problem", False)  # force a fresh check
+@pytest.fixture
+def fresh_checks():
+    """The sandbox checks probe again in the test and again after it (the machine is back)."""
+    policy.forget_checks()
+    yield
+    policy.forget_checks()
+
+
+def test_missing_bwrap_is_refused(monkeypatch, fresh_checks):
     monkeypatch.setattr(sandbox.shutil, "which", lambda *_a, **_k: None)
     with pytest.raises(SandboxUnavailable, match="not found"):
         SandboxedKernel(KernelConfig(sandbox="bwrap"))
-    monkeypatch.setattr(policy, "_bwrap_problem", False)
     with pytest.warns(RuntimeWarning, match="WITHOUT A SANDBOX"):
         assert policy.resolve_sandbox("auto") is False
 
 
 @needs_bwrap
-def test_missing_seccomp_is_refused_by_bwrap_mode_and_loud_in_auto(monkeypatch):
+def test_missing_seccomp_is_refused_by_bwrap_mode_and_loud_in_auto(monkeypatch, fresh_checks):
     def unavailable() -> int:
         raise seccomp.SeccompUnavailable("libseccomp not found (test)")
 
-    monkeypatch.setattr(policy, "_seccomp_problem", False)  # force a fresh check
     monkeypatch.setattr(seccomp, "program_fd", unavailable)
     with pytest.raises(SandboxUnavailable, match="no seccomp filter: libseccomp not found"):
         SandboxedKernel(KernelConfig(sandbox="bwrap"))

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import httpx
 
+from l0_env.tools.recent import RecentItems
 from l0_env.tools.search import (
     Hit,
     Page,
@@ -94,9 +93,7 @@ class HTTPSearch(SearchBackend):
             headers=headers,
             trust_env=False,  # no proxies from the environment: the server is named explicitly
         )
-        self._pages: OrderedDict[str, Page] = OrderedDict()
-        self._page_cache = page_cache
-        self._lock = threading.Lock()
+        self._pages: RecentItems[str, Page] = RecentItems(page_cache)
         self._closed = False
 
     # -- transport ----------------------------------------------------------------------------
@@ -159,23 +156,15 @@ class HTTPSearch(SearchBackend):
                     f"the search server returned a document this client cannot read: {exc}"
                 ) from None
             page = Page(p.id, p.title, p.text)
-            self._remember(page)
+            self._pages.put(page.doc_id, page)
             score = float(score) if isinstance(score, (int, float)) else 0.0
             hits.append(Hit(p.id, p.title, _snippet(p.text, self._snippet_chars), score))
         return hits
 
-    def _remember(self, page: Page) -> None:
-        with self._lock:
-            self._pages[page.doc_id] = page
-            self._pages.move_to_end(page.doc_id)
-            while len(self._pages) > self._page_cache:
-                self._pages.popitem(last=False)
-
     def get(self, doc_id: str) -> Page:
         if not isinstance(doc_id, str):
             raise PageNotFound(f"no passage with id {doc_id!r}")
-        with self._lock:
-            cached = self._pages.get(doc_id)
+        cached = self._pages.get(doc_id)
         if cached is not None:
             return cached
         resp = self._request("GET", "/page", params={"id": doc_id})

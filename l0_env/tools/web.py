@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from typing import Any
@@ -40,6 +38,7 @@ from l0_env.tools.page_fetch import (
     fetch_page,
     system_resolver,
 )
+from l0_env.tools.recent import RecentItems
 from l0_env.tools.remote import RETRY_STATUS, backoff_delay, request_with_retries
 from l0_env.tools.search import (
     Hit,
@@ -136,8 +135,7 @@ class SerperSearch(SearchBackend):
             limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="serper")
-        self._seen: OrderedDict[str, str] = OrderedDict()  # url -> title, from recent results
-        self._lock = threading.Lock()
+        self._seen: RecentItems[str, str] = RecentItems(10_000)  # url -> title, from recent results
 
     def search(self, queries: list[str], k: int = 5) -> list[list[Hit]]:
         k = check_search_args(queries, k)
@@ -172,16 +170,11 @@ class SerperSearch(SearchBackend):
             pos = position if isinstance(position, int) else i
             title = str(item.get("title") or "")
             hits.append(Hit(item["link"], title, str(item.get("snippet") or ""), 1.0 / max(1, pos)))
-            with self._lock:
-                self._seen[item["link"]] = title
-                self._seen.move_to_end(item["link"])
-                while len(self._seen) > 10_000:
-                    self._seen.popitem(last=False)
+            self._seen.put(item["link"], title)
         return hits
 
     def get(self, doc_id: str) -> Page:
-        with self._lock:
-            title = self._seen.get(doc_id) if isinstance(doc_id, str) else None
+        title = self._seen.get(doc_id) if isinstance(doc_id, str) else None
         if title is None and not (self.allow_any_url and isinstance(doc_id, str)):
             raise PageNotFound(f"{doc_id!r} is not a URL from a recent web_search result; open one of those")
         if not doc_id.startswith(("http://", "https://")):
