@@ -28,9 +28,10 @@ def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def main(tiny: str, out_dir: str) -> None:
+    from toy_configs import TWO_RANKS, toy_config  # this file's folder is on sys.path (run by path)
+
     from l0_learner import distributed as D
     from l0_learner.algorithms import AgenticPG
-    from l0_learner.config import make_config
     from l0_learner.rollout import run_episodes
 
     ranks = D.init_from_env("cpu")
@@ -47,24 +48,7 @@ def main(tiny: str, out_dir: str) -> None:
     pg.run_episodes = recording_run
     for strategy in ("ddp", "fsdp"):
         ran.clear()
-        cfg = make_config(
-            model=tiny,
-            env="toy",
-            device="cpu",
-            max_steps=2,
-            max_new_tokens=6,
-            questions_per_batch=3,
-            group_size=2,
-            num_envs=4,
-            lr=1e-3,
-            dynamic_sampling=False,
-            seed=0,
-            tensorboard=False,
-            progress=False,
-            dist_strategy=strategy,
-            micro_batch_tokens=64,  # several micro-batches, an uneven number per rank
-            prompt_grad=False,
-        )
+        cfg = toy_config(tiny, TWO_RANKS, dist_strategy=strategy, prompt_grad=False)
         algo = AgenticPG(cfg)
         before = full_weights(algo.model)
         episodes, _, _ = algo.collect()

@@ -8,29 +8,10 @@ import torch
 
 from l0_learner.algorithms import GRPO, AgenticPG, Callback
 from l0_learner.algorithms.batch import Sample
-from l0_learner.config import make_config
 from l0_learner.policy import response_logprobs
 from l0_learner.rollout import Episode, Job, StepSample
 
-
-def toy_config(tiny_path: str, **overrides):
-    values = dict(
-        model=tiny_path,
-        env="toy",
-        device="cpu",
-        max_steps=1,
-        max_new_tokens=8,
-        questions_per_batch=4,
-        group_size=4,
-        num_envs=16,
-        lr=1e-2,
-        dynamic_sampling=False,
-        seed=0,
-        tensorboard=False,
-        progress=False,
-    )
-    values.update(overrides)
-    return make_config(**values)
+from .toy_configs import toy_config
 
 
 def make_algo(tiny_path: str, cls=AgenticPG, **overrides) -> AgenticPG:

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from l0_learner.algorithms import AgenticPG
-from l0_learner.config import make_config
 
 from .cli import cli_args
+from .toy_configs import TWO_RANKS, toy_config
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -51,23 +51,7 @@ def test_two_ranks_split_the_rollouts_and_match_a_one_process_update(tiny_path, 
         assert changed == len(r0["after"]), "every weight moves"
 
         # One process, the same batch: FSDP runs one forward per micro-batch (prompt_grad=True).
-        cfg = make_config(
-            model=tiny_path,
-            env="toy",
-            device="cpu",
-            max_steps=2,
-            max_new_tokens=6,
-            questions_per_batch=3,
-            group_size=2,
-            num_envs=4,
-            lr=1e-3,
-            dynamic_sampling=False,
-            seed=0,
-            tensorboard=False,
-            progress=False,
-            micro_batch_tokens=64,
-            prompt_grad=strategy == "fsdp",
-        )
+        cfg = toy_config(tiny_path, TWO_RANKS, prompt_grad=strategy == "fsdp")
         one = AgenticPG(cfg)
         assert all(torch.equal(p.detach(), r0["before"][n]) for n, p in one.model.named_parameters())
         metrics = one.update(r0["episodes"], r0["advantages"])
