@@ -12,6 +12,7 @@ from .checker import check_l0_env
 from .notebook import NotebookEnv
 from .spaces import ChatSpace, TextSpace, refuse_shared_memory
 from .tasks import Task, load_tasks
+from .tool import Tool, ToolCallError
 
 ENV_ID = "L0Notebook-v0"
 
@@ -44,6 +45,8 @@ __all__ = [
     "NotebookEnv",
     "Task",
     "TextSpace",
+    "Tool",
+    "ToolCallError",
     "check_l0_env",
     "load_tasks",
     "parallel_env",

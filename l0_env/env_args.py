@@ -2,8 +2,8 @@
 
 A bad number must fail at ``gym.make``, not in the middle of training: ``cell_timeout=nan``
 compares false with everything, so it used to disable the cell timeout (``while True: pass`` then
-hung ``env.step`` for good); a negative ``max_context_tokens`` ended every episode at step 1; a
-typo in a ``tool_budgets`` name silently removed that budget.
+hung ``env.step`` for good); a negative ``max_context_tokens`` ended every episode at step 1.
+(``tool_budgets`` is checked by :func:`l0_env.tool_service.check_tool_budgets`.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,6 @@ __all__ = [
     "check_int",
     "check_record_dir",
     "check_seconds",
-    "check_tool_budgets",
 ]
 
 T = TypeVar("T")
@@ -44,23 +43,6 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
-
-
-def check_tool_budgets(budgets: Any, known: Collection[str]) -> dict[str, int]:
-    """A mapping of known tool names to per-episode call limits (ints >= 0)."""
-    if not isinstance(budgets, Mapping):
-        raise ValueError(
-            f"tool_budgets must be a mapping of tool name to calls, got {type(budgets).__name__}"
-        )
-    out: dict[str, int] = {}
-    for name, limit in budgets.items():
-        if name not in known:
-            raise ValueError(
-                f"tool_budgets: unknown tool {name!r}; budgets apply to {sorted(known)} (a typo would "
-                "silently leave that tool without a budget)"
-            )
-        out[name] = check_int(f"tool_budgets[{name!r}]", limit, 0)
-    return out
 
 
 def check_dataclass_arg(name: str, value: Any, cls: type[T]) -> T:

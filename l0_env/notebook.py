@@ -18,7 +18,6 @@ reads the private attributes.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import copy
 import logging
@@ -33,49 +32,29 @@ import numpy as np
 
 from . import rewards as R
 from .actions import ParsedAction, format_help, parse_action
+from .builtin_tools import AnswerSlot, builtin_tools
 from .context import (
     MESSAGE_OVERHEAD_TOKENS,
     RenderedContext,
     StepRecord,
-    ToolDoc,
     approx_token_count,
     build_system_prompt,
     render_context,
     task_message,
 )
-from .env_args import check_dataclass_arg, check_int, check_record_dir, check_seconds, check_tool_budgets
-from .kernel.bridge import ToolCallError
+from .env_args import check_dataclass_arg, check_int, check_record_dir, check_seconds
 from .kernel.pool import KernelPool
 from .kernel.sandbox import SandboxLimits
 from .kernel.session import CellResult, KernelConfig, SandboxedKernel
 from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
-from .tool_requests import RECORD_ERROR_CHARS, RequestLedger, backend_calls
+from .tool import Tool, as_tools
+from .tool_requests import RECORD_ERROR_CHARS
+from .tool_service import ToolService
 from .tools import make_search_backend
-from .tools.pages import format_page
-from .tools.search import PageNotFound, SearchBackend, SearchError
+from .tools.search import SearchBackend
 
-TOOL_DOCS = (
-    ToolDoc(
-        "web_search",
-        "web_search(query, k=5)",
-        'search the corpus; returns a list of up to k hits, each a dict {"id", "title", "snippet"}, best first',
-    ),
-    ToolDoc(
-        "open_page",
-        "open_page(doc_id, page=1)",
-        "the full text of a hit (pass its 'id'); long pages come in parts (page=2, 3, ...)",
-    ),
-    ToolDoc(
-        "submit_final_answer",
-        "submit_final_answer(answer)",
-        "submit your short final answer; ends the episode",
-    ),
-)
-DEFAULT_TOOL_BUDGETS = {"web_search": 20, "open_page": 40}
-MAX_QUERY_CHARS = 1_000
-MAX_K = 20
 log = logging.getLogger(__name__)
 
 
@@ -98,10 +77,15 @@ class NotebookEnv(gym.Env[list, str]):
             exceed the system prompt's tokens.
         max_action_chars: longer actions are cut (the agent is told).
         max_output_chars: characters of a cell's output shown to the agent (>= 100).
-        tool_budgets: per-episode call limits, e.g. ``{"web_search": 20, "open_page": 40}``;
-            an unknown tool name is an error. Whatever the budgets, the kernel's requests of any
-            kind are limited per step and per episode (see ``l0_env.tool_requests``).
-        tool_timeout: seconds a search-backend call may take before the agent gets a ToolError.
+        tools: more tools for the agent, next to the built-in ``web_search``, ``open_page`` and
+            ``submit_final_answer``: plain functions with type hints and a docstring, or
+            :class:`l0_env.tool.Tool` s (budget, timeout). See :mod:`l0_env.tool`.
+        tool_budgets: per-episode call limits by tool name, over each tool's own (the built-ins':
+            ``{"web_search": 20, "open_page": 40}``); ``None`` lifts one; an unknown tool name is
+            an error. Whatever the budgets, the kernel's requests of any kind are limited per
+            step and per episode (see ``l0_env.tool_requests``).
+        tool_timeout: seconds a tool call may take before the agent gets a ToolError (for tools
+            without their own timeout).
         reward_weights: L0's by default; a ``RewardWeights``, a dict of its fields (``{"preset":
             "paper", ...}`` starts from a preset) or a preset name (``"l0"``, ``"paper"``).
         limits: sandbox resource limits; a ``SandboxLimits`` or a dict of its fields.
@@ -152,7 +136,8 @@ class NotebookEnv(gym.Env[list, str]):
         max_context_tokens: int = 16_000,
         max_action_chars: int = 32_000,
         max_output_chars: int = 4_000,
-        tool_budgets: Mapping[str, int] | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] | None = None,
+        tool_budgets: Mapping[str, int | None] | None = None,
         tool_timeout: float = 20.0,
         reward_weights: R.RewardWeights | Mapping[str, Any] | str | None = None,
         limits: SandboxLimits | Mapping[str, Any] | None = None,
@@ -176,6 +161,15 @@ class NotebookEnv(gym.Env[list, str]):
         self.tasks: list[Task] = load_tasks(tasks, split=split)
         if not self.tasks:
             raise ValueError("no tasks: the task source is empty")
+        self.tool_timeout = check_seconds("tool_timeout", tool_timeout)
+        self._answer_slot = AnswerSlot()
+        user_tools = as_tools(tools)
+        self.tool_service = ToolService(
+            [*builtin_tools(lambda: self.search, self._answer_slot), *user_tools],
+            budgets=tool_budgets,
+            timeout=self.tool_timeout,
+        )
+        self.tool_budgets = self.tool_service.budgets
         self.kernel_config = KernelConfig(
             sandbox=sandbox,  # type: ignore[arg-type]  # any str: KernelConfig refuses all but the 3 modes
             limits=check_dataclass_arg(
@@ -183,14 +177,17 @@ class NotebookEnv(gym.Env[list, str]):
             ),
             cell_timeout=check_seconds("cell_timeout", cell_timeout),
             max_output_chars=max_output_chars,
+            tools=self.tool_service.stubs,
         )
+        if kernel_pool is not None and kernel_pool.config.tools != self.kernel_config.tools:
+            raise ValueError(
+                "kernel_pool: its kernels define other tools than this env's "
+                f"({[t.name for t in kernel_pool.config.tools]} vs {[t.name for t in self.kernel_config.tools]}); "
+                "build the pool with this env's kernel_config"
+            )
         self.max_steps = max_steps
         self.max_context_tokens = max_context_tokens
         self.max_action_chars = max_action_chars
-        self.tool_timeout = check_seconds("tool_timeout", tool_timeout)
-        self.tool_budgets = check_tool_budgets(
-            DEFAULT_TOOL_BUDGETS if tool_budgets is None else tool_budgets, [t.name for t in TOOL_DOCS]
-        )
         try:
             weights = R.as_reward_weights(reward_weights)
         except ValueError as exc:
@@ -208,7 +205,7 @@ class NotebookEnv(gym.Env[list, str]):
         self._pool_size = pool_size
         self.action_space = TextSpace(max_length=max_action_chars * 4)
         self.observation_space = ChatSpace()
-        self.system_prompt = build_system_prompt(TOOL_DOCS, max_steps=max_steps)
+        self.system_prompt = build_system_prompt(self.tool_service.docs(), max_steps=max_steps)
         floor = self.count_tokens(self.system_prompt) + 2 * MESSAGE_OVERHEAD_TOKENS
         if max_context_tokens <= floor:
             raise ValueError(
@@ -220,9 +217,6 @@ class NotebookEnv(gym.Env[list, str]):
         self._task: Task | None = None
         self._done = True
         self._closed = False
-        self._requests = RequestLedger()
-        self._tool_counts: dict[str, int] = {}
-        self._answer: str | None = None
         self._history: list[StepRecord] = []
         self.actor: str | None = None  # who acts, recorded with each step (multi-agent envs set it)
 
@@ -268,13 +262,13 @@ class NotebookEnv(gym.Env[list, str]):
 
     @property
     def tool_counts(self) -> dict[str, int]:
-        """A copy of this episode's budgeted tool calls so far, ``{tool name: calls}``."""
-        return dict(self._tool_counts)
+        """A copy of this episode's tool calls so far (those that passed the argument checks), ``{tool name: calls}``."""
+        return dict(self.tool_service.counts)
 
     @property
     def final_answer(self) -> str | None:
         """The answer submitted in the current (or last) episode, ``None`` if none yet."""
-        return self._answer
+        return self._answer_slot.answer
 
     def context(
         self,
@@ -356,11 +350,10 @@ class NotebookEnv(gym.Env[list, str]):
         kernel = self._acquire_kernel()
         self._task, self._kernel = task, kernel
         self._history = []
-        self._tool_counts = {}
-        self._requests = RequestLedger()
-        self._answer = None
+        self.tool_service.start_episode()
+        self._answer_slot.answer = None
         self._episode = EpisodeLog(task=_task_dict(task), system_prompt=self.system_prompt)
-        kernel.tool_handler = self._handle_tool
+        kernel.tool_handler = self.tool_service.handle
         self._done = False
         rendered = self.context()
         info = {"task": _task_dict(self._task), "step": 0, "n_context_tokens": rendered.n_tokens}
@@ -421,7 +414,7 @@ class NotebookEnv(gym.Env[list, str]):
         started = time.monotonic()
         text, cut_note = self._coerce_action(action)
         parsed = parse_action(text)
-        self._requests.start_step()
+        self.tool_service.ledger.start_step()
         cell: CellResult | None = None
         if parsed.code is not None and parsed.code.strip():
             cell = self._kernel.execute(parsed.code)
@@ -434,7 +427,7 @@ class NotebookEnv(gym.Env[list, str]):
             else 0.0
         )
         observation = self._observation(parsed, cell, cut_note)
-        terminated = self._answer is not None
+        terminated = self._answer_slot.answer is not None
         truncated = not terminated and t >= self.max_steps
         # Each actor's steps are its own trajectory (one actor, None, in a single-agent episode).
         mine = [s.reward_components for s in self._episode.steps if s.actor == self.actor]
@@ -447,16 +440,16 @@ class NotebookEnv(gym.Env[list, str]):
             truncated = True  # even the trimmed context no longer fits: stop rather than loop
         qa = None
         if terminated or truncated:
-            qa = self.reward_weights.qa_reward(self._answer, self._task.answers)
+            qa = self.reward_weights.qa_reward(self._answer_slot.answer, self._task.answers)
             components.update(
                 qa=qa,
-                em=R.exact_match(self._answer, self._task.answers),
-                f1=R.f1_score(self._answer, self._task.answers),
-                has_answer=R.has_answer(self._answer),
+                em=R.exact_match(self._answer_slot.answer, self._task.answers),
+                f1=R.f1_score(self._answer_slot.answer, self._task.answers),
+                has_answer=R.has_answer(self._answer_slot.answer),
             )
         reward = R.online_step_reward(len(formats), formats, codes, qa, self.reward_weights)
         notepad = copy.deepcopy(self._kernel.notepad_state)
-        tool_calls, calls_dropped = self._requests.take_step()
+        tool_calls, calls_dropped = self.tool_service.ledger.take_step()
         step_log = StepLog(
             index=t,
             action=text,
@@ -489,7 +482,7 @@ class NotebookEnv(gym.Env[list, str]):
             "cell_outputs": [o.to_dict() for o in cell.outputs] if cell else [],
             "kernel_restarted": bool(cell and cell.restarted),
             "notepad": copy.deepcopy(notepad),
-            "final_answer": self._answer,
+            "final_answer": self._answer_slot.answer,
             "tool_calls": copy.deepcopy(tool_calls),
             "tool_calls_dropped": step_log.tool_calls_dropped,
             "timings": {"step_s": step_log.duration_s, "cell_s": cell.duration_s if cell else 0.0},
@@ -589,8 +582,8 @@ class NotebookEnv(gym.Env[list, str]):
             notes.append("No code was run. " + format_help())
             return "\n".join(notes)
         text = cell.text
-        if self._answer is not None:
-            text += f"\n\nFinal answer submitted: {self._answer!r}. The episode is over."
+        if self._answer_slot.answer is not None:
+            text += f"\n\nFinal answer submitted: {self._answer_slot.answer!r}. The episode is over."
         return "\n".join([*notes, text]) if notes else text
 
     def _finish_episode(self, terminated: bool, truncated: bool, components: dict[str, Any]) -> str | None:
@@ -598,7 +591,7 @@ class NotebookEnv(gym.Env[list, str]):
         assert self._episode is not None
         self._done = True
         ep = self._episode
-        ep.final_answer, ep.terminated, ep.truncated = self._answer, terminated, truncated
+        ep.final_answer, ep.terminated, ep.truncated = self._answer_slot.answer, terminated, truncated
         n = len(ep.steps)
         ep.metrics = {
             "return": ep.total_reward,
@@ -608,7 +601,7 @@ class NotebookEnv(gym.Env[list, str]):
             "has_answer": components["has_answer"],
             "format_mean": sum(s.reward_components["format"] for s in ep.steps) / n,
             "code_mean": sum(s.reward_components["code"] for s in ep.steps) / n,
-            "tool_calls": dict(self._tool_counts),
+            "tool_calls": dict(self.tool_service.counts),
         }
         if self._kernel is not None:
             self._kernel.tool_handler = None  # no tool calls after the episode
@@ -627,83 +620,6 @@ class NotebookEnv(gym.Env[list, str]):
             return f"{type(exc).__name__}: {exc}"[:RECORD_ERROR_CHARS]
         return None
 
-    # -- tools (run on the host, in the bridge thread, while step() waits for the cell) ----------
-
-    def _handle_tool(self, op: str, args: dict[str, Any]) -> Any:
-        ledger = self._requests  # this episode's: a call that ends after a reset stays in it
-        record = ledger.admit(op, args)  # counts every request; raises past the limits
-        try:
-            result = self._dispatch_tool(op, args)
-        except Exception as exc:
-            ledger.close(record, error=exc)
-            raise
-        ledger.close(record)
-        return result
-
-    def _call_backend(self, op: str, fn: Callable[[], Any]) -> Any:
-        """Run a search-backend call with a deadline, so a hung backend cannot hold the bridge."""
-        future = backend_calls().submit(fn)
-        try:
-            return future.result(timeout=self.tool_timeout)
-        except cf.TimeoutError:
-            raise ToolCallError(
-                "ToolError", f"{op} timed out after {self.tool_timeout:g}s; try again"
-            ) from None
-
-    def _spend(self, op: str) -> None:
-        budget = self.tool_budgets.get(op)
-        used = self._tool_counts.get(op, 0)
-        if budget is not None and used >= budget:
-            raise ToolCallError(
-                "BudgetExhausted",
-                f"{op} budget spent ({budget} calls this episode); answer with what you have",
-            )
-        self._tool_counts[op] = used + 1
-
-    def _dispatch_tool(self, op: str, args: dict[str, Any]) -> Any:
-        if op == "web_search":
-            query, k = args.get("query"), args.get("k", 5)
-            if not isinstance(query, str):
-                raise ToolCallError("TypeError", f"query must be a str, got {type(query).__name__}")
-            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-                raise ToolCallError("ValueError", f"k must be an int from 1 to {MAX_K}, got {k!r}")
-            if len(query) > MAX_QUERY_CHARS:
-                raise ToolCallError(
-                    "ValueError", f"query is {len(query)} characters; at most {MAX_QUERY_CHARS}"
-                )
-            self._spend(op)
-            try:
-                hits = self._call_backend(op, lambda: self.search.search([query], k=k)[0])
-            except SearchError as exc:  # server down, rate-limited...: the agent is told, the episode goes on
-                raise ToolCallError("ToolError", f"web_search failed: {exc}") from None
-            return [{"id": h.doc_id, "title": h.title, "snippet": h.snippet} for h in hits]
-        if op == "open_page":
-            doc_id, page = args.get("doc_id"), args.get("page", 1)
-            if not isinstance(doc_id, str):
-                raise ToolCallError("TypeError", f"doc_id must be a str, got {type(doc_id).__name__}")
-            if not isinstance(page, int) or isinstance(page, bool):
-                raise ToolCallError("TypeError", f"page must be an int, got {type(page).__name__}")
-            self._spend(op)
-            try:
-                return format_page(self._call_backend(op, lambda: self.search.get(doc_id)), page_no=page)
-            except PageNotFound:
-                raise ToolCallError(
-                    "LookupError", f"no page with id {_short(doc_id)}; use an 'id' from web_search results"
-                ) from None
-            except ValueError as exc:
-                raise ToolCallError("ValueError", str(exc)) from None
-            except SearchError as exc:
-                raise ToolCallError("ToolError", f"open_page failed: {exc}") from None
-        if op == "submit_final_answer":
-            answer = args.get("answer")
-            if not isinstance(answer, str):
-                raise ToolCallError("TypeError", f"answer must be a str, got {type(answer).__name__}")
-            if self._answer is not None:
-                raise ToolCallError("ToolError", f"an answer was already submitted: {self._answer!r}")
-            self._answer = answer.strip()[:1000]
-            return f"submitted: {self._answer!r}"
-        raise ToolCallError("ToolError", f"unknown tool {_short(op)}")
-
 
 def _task_dict(task: Task) -> dict[str, Any]:
     data = asdict(task)
@@ -711,8 +627,3 @@ def _task_dict(task: Task) -> dict[str, Any]:
     data["supporting_titles"] = list(task.supporting_titles)
     data["metadata"] = dict(task.metadata)
     return data
-
-
-def _short(text: str, limit: int = 100) -> str:
-    """``repr`` of the kernel's text for a message, cut: the text can be a megabyte."""
-    return repr(text[:limit]) + ("…" if len(text) > limit else "")

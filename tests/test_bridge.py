@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from l0_env.builtin_tools import builtin_stubs
 from l0_env.kernel.bridge import MAX_REQUEST_BYTES, ToolBridge, ToolCallError
 from l0_env.kernel.sandbox import check_bwrap
 from l0_env.kernel.session import KernelConfig, SandboxedKernel
@@ -172,7 +173,7 @@ def test_concurrent_calls_from_kernel_threads_all_get_answers():
             raise ToolCallError("ValueError", "bad query q3")
         return [{"id": args["query"], "title": "", "snippet": ""}]
 
-    with SandboxedKernel(KernelConfig(sandbox="bwrap", cell_timeout=20)) as kernel:
+    with SandboxedKernel(KernelConfig(sandbox="bwrap", cell_timeout=20, tools=builtin_stubs())) as kernel:
         kernel.tool_handler = handler
         result = kernel.execute(
             "import threading\nout = {}\n"

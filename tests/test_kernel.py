@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from l0_env.builtin_tools import builtin_stubs
 from l0_env.kernel import policy, sandbox, seccomp
 from l0_env.kernel.pool import KernelPool
 from l0_env.kernel.sandbox import SandboxUnavailable, check_bwrap
@@ -19,7 +20,9 @@ from l0_env.kernel.session import KernelConfig, SandboxedKernel
 needs_bwrap = pytest.mark.skipif(check_bwrap() is not None, reason="bubblewrap unavailable")
 # A generous cell timeout: on a loaded machine an ordinary cell can take seconds. The timeout tests
 # pass their own short one (TIMEOUT) to execute().
-CONFIG = KernelConfig(sandbox="bwrap", cell_timeout=60.0, interrupt_grace=1.5, max_output_chars=1_000)
+CONFIG = KernelConfig(
+    sandbox="bwrap", cell_timeout=60.0, interrupt_grace=1.5, max_output_chars=1_000, tools=builtin_stubs()
+)
 TIMEOUT = 2.0
 
 

@@ -48,7 +48,7 @@ def test_record_episode_statistics_adds_episode_beside_the_envs_own_metrics() ->
         assert info["episode"]["l"] == 2 and info["episode"]["r"] == pytest.approx(sum(rewards))
         metrics = info["episode_metrics"]
         assert metrics["return"] == pytest.approx(sum(rewards)) and metrics["length"] == 2
-        assert metrics["em"] == 1.0 and metrics["tool_calls"] == {}
+        assert metrics["em"] == 1.0 and metrics["tool_calls"] == {"submit_final_answer": 1}
     finally:
         env.close()
 

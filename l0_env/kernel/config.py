@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .policy import SandboxMode
 from .sandbox import SandboxLimits
+from .tool_stubs import ToolStub, check_stubs
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class KernelConfig:
         flood_chars: a cell that prints more than this is interrupted (protects host memory).
         startup_timeout: seconds a kernel may take to start.
         python: the interpreter that runs ipykernel (must have ipykernel installed).
+        tools: the tools defined in the kernel (stubs that call the host through the bridge;
+            :class:`l0_env.tool.Tool` makes them). Kernels from one pool share them.
     """
 
     sandbox: SandboxMode = "auto"
@@ -37,6 +40,7 @@ class KernelConfig:
     startup_timeout: float = 60.0
     # Normalised: "/x/scripts/../.venv/bin/python" would pass through a dir the sandbox lacks.
     python: str = os.path.normpath(sys.executable)
+    tools: tuple[ToolStub, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sandbox not in ("auto", "bwrap", "none"):
@@ -55,5 +59,6 @@ class KernelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 100:
                 raise ValueError(f"{name} must be an int >= 100, got {value!r}")
+        object.__setattr__(self, "tools", check_stubs(self.tools))
         if not isinstance(self.limits, SandboxLimits):
             raise ValueError(f"limits must be a SandboxLimits, got {type(self.limits).__name__}")

@@ -1,12 +1,13 @@
 """Code that runs INSIDE the sandboxed kernel (stdlib only; sent as source at kernel start).
 
-It defines the agent's tools as Python objects: ``web_search``, ``open_page``,
-``submit_final_answer`` (proxies that call the host through the tool bridge, a Unix socket) and
-``notepad`` (state that lives here, in the kernel). After every cell a post-run hook pushes the
+It defines the agent's tools as Python objects: one function per tool the host names (e.g.
+``web_search``, ``open_page``, ``submit_final_answer``: proxies with the tool's signature that call
+the host through the tool bridge, a Unix socket) and ``notepad`` (state that lives here, in the
+kernel). After every cell a post-run hook pushes the
 notepad to the host when it changed, in the same round trip as the cell, so the host always holds
 the last snapshot and can restore it after a kernel restart.
 
-The host formats ``_l0_install(socket_path, notepad_state)`` at the end of this source.
+The host formats ``_l0_install(socket_path, notepad_state, tool_specs)`` at the end of this source.
 """
 
 import json as _json
@@ -149,36 +150,51 @@ class Notepad:
         return f"Notepad(plan={self.plan!r}, facts={self.facts!r}, draft={self.draft!r})"
 
 
-def _l0_install(socket_path, notepad_state):
+def _make_tool(bridge, spec):
+    """A function with the tool's signature and docstring that calls the host with its arguments.
+
+    Arguments are bound here (a wrong call is the usual TypeError) and checked on the host.
+    """
+    import inspect
+
+    name = spec["name"]
+    params = []
+    for p in spec["params"]:
+        kind = (
+            inspect.Parameter.KEYWORD_ONLY
+            if p.get("keyword_only")
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        params.append(inspect.Parameter(p["name"], kind, default=p.get("default", inspect.Parameter.empty)))
+    signature = inspect.Signature(params)
+
+    def tool(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}{signature}: {exc}") from None
+        bound.apply_defaults()
+        try:
+            _json.dumps(bound.arguments)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name}: arguments must be JSON data (str, numbers, lists, dicts): {exc}"
+            ) from None
+        return bridge.call(name, **bound.arguments)
+
+    tool.__name__ = tool.__qualname__ = name
+    tool.__doc__ = spec.get("doc") or None
+    tool.__signature__ = signature  # type: ignore[attr-defined]  # what inspect and help() read
+    return tool
+
+
+def _l0_install(socket_path, notepad_state, tool_specs=()):
     import builtins
 
     from IPython import get_ipython
 
     bridge = _Bridge(socket_path)
-
-    def web_search(query, k=5):
-        """Search the corpus; returns a list of {"id", "title", "snippet"} dicts, best first."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise TypeError(f"k must be an int, got {type(k).__name__}")
-        return bridge.call("web_search", query=query, k=k)
-
-    def open_page(doc_id, page=1):
-        """The text of a search hit (by its "id"); long pages come in parts: page=2, 3, ..."""
-        if isinstance(doc_id, dict) and "id" in doc_id:
-            doc_id = doc_id["id"]
-        if not isinstance(doc_id, str):
-            raise TypeError(f"doc_id must be a str (a hit's 'id'), got {type(doc_id).__name__}")
-        if not isinstance(page, int) or isinstance(page, bool):
-            raise TypeError(f"page must be an int, got {type(page).__name__}")
-        return bridge.call("open_page", doc_id=doc_id, page=page)
-
-    def submit_final_answer(answer):
-        """Submit your final answer (a short string); this ends the episode."""
-        if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
-            raise TypeError(f"answer must be a str, got {type(answer).__name__}")
-        return bridge.call("submit_final_answer", answer=str(answer))
+    tools = {spec["name"]: _make_tool(bridge, spec) for spec in tool_specs}
 
     notepad = Notepad(notepad_state)
     last_pushed = [_json.dumps(notepad.snapshot(), sort_keys=True)]
@@ -197,10 +213,8 @@ def _l0_install(socket_path, notepad_state):
             last_pushed[0] = encoded
 
     shell = get_ipython()
+    shell.user_ns.update(tools)
     shell.user_ns.update(
-        web_search=web_search,
-        open_page=open_page,
-        submit_final_answer=submit_final_answer,
         notepad=notepad,
         ToolError=ToolError,
         BudgetExhausted=BudgetExhausted,

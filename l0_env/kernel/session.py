@@ -245,6 +245,7 @@ class SandboxedKernel:
 
     def _install_tools(self) -> None:
         notepad = json.dumps(self._notepad_state)
+        tools = json.dumps([stub.to_json() for stub in self.config.tools])
         code = (
             "import types as _t, sys as _s\n"
             "_m = _t.ModuleType('l0_threads')\n"
@@ -253,7 +254,8 @@ class SandboxedKernel:
             "_m = _t.ModuleType('l0_tools')\n"
             f"exec(compile({_IN_KERNEL_SOURCE!r}, 'l0_tools', 'exec'), _m.__dict__)\n"
             "_s.modules['l0_tools'] = _m\n"
-            f"_m._l0_install({self.bridge.path!r}, __import__('json').loads({notepad!r}))\n"
+            f"_m._l0_install({self.bridge.path!r}, __import__('json').loads({notepad!r}), "
+            f"__import__('json').loads({tools!r}))\n"
             "del _t, _s, _m\n"
         )
         result = self._run(code, timeout=self.config.startup_timeout, silent=True)
