@@ -46,6 +46,7 @@ from .env_args import check_dataclass_arg, check_int, check_record_dir, check_se
 from .kernel.pool import KernelPool
 from .kernel.sandbox import SandboxLimits
 from .kernel.session import CellResult, KernelConfig, SandboxedKernel
+from .mcp_tools import MCPServerConnection, check_mcp_servers
 from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
@@ -80,6 +81,9 @@ class NotebookEnv(gym.Env[list, str]):
         tools: more tools for the agent, next to the built-in ``web_search``, ``open_page`` and
             ``submit_final_answer``: plain functions with type hints and a docstring, or
             :class:`l0_env.tool.Tool` s (budget, timeout). See :mod:`l0_env.tool`.
+        mcp_servers: ``{name: URL or {"command", "args", "env", "cwd"}}``: MCP servers whose tools
+            the kernel gets as ``name.<tool>(...)`` (stdio ones are started here and stopped at
+            ``close``). See :mod:`l0_env.mcp_tools`.
         tool_budgets: per-episode call limits by tool name, over each tool's own (the built-ins':
             ``{"web_search": 20, "open_page": 40}``); ``None`` lifts one; an unknown tool name is
             an error. Whatever the budgets, the kernel's requests of any kind are limited per
@@ -137,6 +141,7 @@ class NotebookEnv(gym.Env[list, str]):
         max_action_chars: int = 32_000,
         max_output_chars: int = 4_000,
         tools: Sequence[Tool | Callable[..., Any]] | None = None,
+        mcp_servers: Mapping[str, Any] | None = None,
         tool_budgets: Mapping[str, int | None] | None = None,
         tool_timeout: float = 20.0,
         reward_weights: R.RewardWeights | Mapping[str, Any] | str | None = None,
@@ -164,61 +169,70 @@ class NotebookEnv(gym.Env[list, str]):
         self.tool_timeout = check_seconds("tool_timeout", tool_timeout)
         self._answer_slot = AnswerSlot()
         user_tools = as_tools(tools)
-        self.tool_service = ToolService(
-            [*builtin_tools(lambda: self.search, self._answer_slot), *user_tools],
-            budgets=tool_budgets,
-            timeout=self.tool_timeout,
-        )
-        self.tool_budgets = self.tool_service.budgets
-        self.kernel_config = KernelConfig(
-            sandbox=sandbox,  # type: ignore[arg-type]  # any str: KernelConfig refuses all but the 3 modes
-            limits=check_dataclass_arg(
-                "limits", SandboxLimits() if limits is None else limits, SandboxLimits
-            ),
-            cell_timeout=check_seconds("cell_timeout", cell_timeout),
-            max_output_chars=max_output_chars,
-            tools=self.tool_service.stubs,
-        )
-        if kernel_pool is not None and kernel_pool.config.tools != self.kernel_config.tools:
-            raise ValueError(
-                "kernel_pool: its kernels define other tools than this env's "
-                f"({[t.name for t in kernel_pool.config.tools]} vs {[t.name for t in self.kernel_config.tools]}); "
-                "build the pool with this env's kernel_config"
+        servers = check_mcp_servers(mcp_servers)
+        self.mcp_servers: dict[str, MCPServerConnection] = {}
+        try:  # the MCP servers started here must not outlive a constructor that fails
+            for name, spec in servers.items():
+                self.mcp_servers[name] = MCPServerConnection(name, spec, timeout=self.tool_timeout)
+            mcp_tools = [t for server in self.mcp_servers.values() for t in server.tools()]
+            self.tool_service = ToolService(
+                [*builtin_tools(lambda: self.search, self._answer_slot), *user_tools, *mcp_tools],
+                budgets=tool_budgets,
+                timeout=self.tool_timeout,
             )
-        self.max_steps = max_steps
-        self.max_context_tokens = max_context_tokens
-        self.max_action_chars = max_action_chars
-        try:
-            weights = R.as_reward_weights(reward_weights)
-        except ValueError as exc:
-            raise ValueError(f"reward_weights: {exc}") from None
-        self.reward_weights = check_dataclass_arg("reward_weights", weights, R.RewardWeights)
-        self.count_tokens = count_tokens or approx_token_count
-        self.render_mode = render_mode
-        self.record_dir = check_record_dir(record_dir) if record_dir is not None else None
-        self._episodes_done = 0
-        self._corpus = corpus
-        self._search_spec = search
-        self._search: SearchBackend | None = search if isinstance(search, SearchBackend) else None
-        self._pool = kernel_pool
-        self._owns_pool = kernel_pool is None
-        self._pool_size = pool_size
-        self.action_space = TextSpace(max_length=max_action_chars * 4)
-        self.observation_space = ChatSpace()
-        self.system_prompt = build_system_prompt(self.tool_service.docs(), max_steps=max_steps)
-        floor = self.count_tokens(self.system_prompt) + 2 * MESSAGE_OVERHEAD_TOKENS
-        if max_context_tokens <= floor:
-            raise ValueError(
-                f"max_context_tokens={max_context_tokens} does not exceed the system prompt alone "
-                f"({floor} tokens): every episode would end at its first step"
+            self.tool_budgets = self.tool_service.budgets
+            self.kernel_config = KernelConfig(
+                sandbox=sandbox,  # type: ignore[arg-type]  # any str: KernelConfig refuses all but the 3 modes
+                limits=check_dataclass_arg(
+                    "limits", SandboxLimits() if limits is None else limits, SandboxLimits
+                ),
+                cell_timeout=check_seconds("cell_timeout", cell_timeout),
+                max_output_chars=max_output_chars,
+                tools=self.tool_service.stubs,
             )
-        self._kernel: SandboxedKernel | None = None
-        self._episode: EpisodeLog | None = None
-        self._task: Task | None = None
-        self._done = True
-        self._closed = False
-        self._history: list[StepRecord] = []
-        self.actor: str | None = None  # who acts, recorded with each step (multi-agent envs set it)
+            if kernel_pool is not None and kernel_pool.config.tools != self.kernel_config.tools:
+                raise ValueError(
+                    "kernel_pool: its kernels define other tools than this env's "
+                    f"({[t.name for t in kernel_pool.config.tools]} vs {[t.name for t in self.kernel_config.tools]}); "
+                    "build the pool with this env's kernel_config"
+                )
+            self.max_steps = max_steps
+            self.max_context_tokens = max_context_tokens
+            self.max_action_chars = max_action_chars
+            try:
+                weights = R.as_reward_weights(reward_weights)
+            except ValueError as exc:
+                raise ValueError(f"reward_weights: {exc}") from None
+            self.reward_weights = check_dataclass_arg("reward_weights", weights, R.RewardWeights)
+            self.count_tokens = count_tokens or approx_token_count
+            self.render_mode = render_mode
+            self.record_dir = check_record_dir(record_dir) if record_dir is not None else None
+            self._episodes_done = 0
+            self._corpus = corpus
+            self._search_spec = search
+            self._search: SearchBackend | None = search if isinstance(search, SearchBackend) else None
+            self._pool = kernel_pool
+            self._owns_pool = kernel_pool is None
+            self._pool_size = pool_size
+            self.action_space = TextSpace(max_length=max_action_chars * 4)
+            self.observation_space = ChatSpace()
+            self.system_prompt = build_system_prompt(self.tool_service.docs(), max_steps=max_steps)
+            floor = self.count_tokens(self.system_prompt) + 2 * MESSAGE_OVERHEAD_TOKENS
+            if max_context_tokens <= floor:
+                raise ValueError(
+                    f"max_context_tokens={max_context_tokens} does not exceed the system prompt alone "
+                    f"({floor} tokens): every episode would end at its first step"
+                )
+            self._kernel: SandboxedKernel | None = None
+            self._episode: EpisodeLog | None = None
+            self._task: Task | None = None
+            self._done = True
+            self._closed = False
+            self._history: list[StepRecord] = []
+            self.actor: str | None = None  # who acts, recorded with each step (multi-agent envs set it)
+        except BaseException:
+            self._close_mcp_servers()
+            raise
 
     # -- the search backend and kernels start lazily: gymnasium builds throwaway envs to read spaces
 
@@ -513,7 +527,15 @@ class NotebookEnv(gym.Env[list, str]):
         self._release_kernel()
         if self._pool is not None and self._owns_pool:
             self._pool.close()
+        self._close_mcp_servers()
         super().close()
+
+    def _close_mcp_servers(self) -> None:
+        for server in self.mcp_servers.values():
+            try:
+                server.close()
+            except Exception as exc:  # one stuck server must not keep the others running
+                log.warning("closing MCP server %r failed: %r", server.name, exc)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import keyword
 import math
 import typing
 from collections.abc import Callable, Mapping
@@ -39,6 +40,15 @@ MAX_RESULT_BYTES = 1 << 20
 """Largest tool result (as JSON) sent to the kernel; a bigger one is a ToolError."""
 
 _EMPTY = inspect.Parameter.empty
+
+
+class _Omitted:
+    def __repr__(self) -> str:
+        return "..."
+
+
+OMITTED: Any = _Omitted()
+"""Default of a schema tool's optional parameter: left out of the call unless the agent gives it."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Tool:
     inline: bool = False
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     validate: Callable[[dict[str, Any]], None] | None = None
+    schema: Mapping[str, Any] | None = None
 
     @classmethod
     def from_function(
@@ -158,6 +169,57 @@ class Tool:
             validate=validate,
         )
 
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        description: str,
+        input_schema: Mapping[str, Any],
+        budget: int | None = None,
+        timeout: float | None = None,
+    ) -> Tool:
+        """A Tool whose parameters come from a JSON schema (an MCP tool's ``inputSchema``).
+
+        Every parameter is keyword-only; the required ones have no default, the others are left
+        out of the call unless given. Arguments are checked against the whole schema (types,
+        ranges, enums) with ``jsonschema`` before the call.
+
+        Raises:
+            ValueError: A name that is not ``tool`` or ``server.tool`` of identifiers, a schema
+                that is not a valid JSON schema of an object, or a property name that is not a
+                Python identifier (the agent could not pass it as a keyword).
+        """
+        import jsonschema
+
+        ToolStub(name)  # the name's rules, e.g. "geo.distance"
+        if not isinstance(input_schema, Mapping) or input_schema.get("type", "object") != "object":
+            raise ValueError(f"tool {name!r}: the input schema must describe an object")
+        try:
+            jsonschema.validators.validator_for(input_schema).check_schema(input_schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"tool {name!r}: invalid input schema ({exc.message})") from None
+        properties = input_schema.get("properties") or {}
+        required = set(input_schema.get("required") or [])
+        params = []
+        for prop in properties:
+            if not isinstance(prop, str) or not prop.isidentifier() or keyword.iskeyword(prop):
+                raise ValueError(f"tool {name!r}: parameter {prop!r} is not a Python identifier")
+            default = _EMPTY if prop in required else OMITTED
+            params.append(inspect.Parameter(prop, inspect.Parameter.KEYWORD_ONLY, default=default))
+        if not str(description).strip():
+            description = f"{name} (no description given)"
+        return cls(
+            name=name,
+            fn=fn,
+            description=str(description).strip(),
+            parameters=tuple(params),
+            budget=budget,
+            timeout=timeout,
+            schema=dict(input_schema),
+        )
+
     # -- what the agent sees ------------------------------------------------------------------
 
     @property
@@ -168,7 +230,7 @@ class Tool:
             if p.kind is p.KEYWORD_ONLY and not star:
                 parts.append("*")
                 star = True
-            parts.append(p.name if p.default is _EMPTY else f"{p.name}={p.default!r}")
+            parts.append(p.name if p.default is _EMPTY else f"{p.name}={p.default!r}")  # OMITTED: "..."
         return f"{self.name}({', '.join(parts)})"
 
     def doc(self) -> ToolDoc:
@@ -176,19 +238,22 @@ class Tool:
         first = self.description.split("\n\n", 1)[0]
         return ToolDoc(self.name, self.signature_text, " ".join(first.split()))
 
-    def stub(self) -> ToolStub:
-        """The kernel's function for this tool (its signature and docstring)."""
+    def stub(self, *, deadline: float | None = None) -> ToolStub:
+        """The kernel's function for this tool (its signature and docstring). ``deadline``: the
+        seconds the host gives a call; the kernel waits that long and a margin for queueing."""
         return ToolStub(
             self.name,
             tuple(
                 StubParam(
                     p.name,
-                    None if p.default is _EMPTY else json.dumps(p.default),
+                    None if p.default is _EMPTY or p.default is OMITTED else json.dumps(p.default),
                     keyword_only=p.kind is p.KEYWORD_ONLY,
+                    optional=p.default is OMITTED,
                 )
                 for p in self.parameters
             ),
             doc=f"{self.signature_text}\n\n{self.description}",
+            wait_s=None if deadline is None else max(120.0, deadline + 60.0),
         )
 
     # -- a call -------------------------------------------------------------------------------
@@ -209,13 +274,16 @@ class Tool:
             if p.name not in values:
                 if p.default is _EMPTY:
                     raise ToolCallError("TypeError", f"{self.signature_text} is missing {p.name!r}")
-                out[p.name] = p.default
+                if p.default is not OMITTED:
+                    out[p.name] = p.default
                 continue
             try:
                 check_value(p.name, values[p.name], self.hints.get(p.name, Any))
             except ArgumentTypeError as exc:
                 raise ToolCallError("TypeError", str(exc)) from None
             out[p.name] = values[p.name]
+        if self.schema is not None:
+            _check_schema(self.name, out, self.schema)
         if self.validate is not None:
             self.validate(out)
         return out
@@ -237,6 +305,21 @@ class Tool:
                 f"{self.name} returned {size:,} bytes; at most {MAX_RESULT_BYTES:,} reach the notebook",
             )
         return result
+
+
+def _check_schema(name: str, args: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """The arguments against a tool's JSON schema; the first problem as a ToolCallError."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+    if error is None:
+        return
+    where = "".join(f"[{p!r}]" for p in error.absolute_path)
+    where = where[2:-2] if where.count("[") == 1 else where  # a top-level argument by its name
+    kind = "TypeError" if error.validator in ("type", "required", "additionalProperties") else "ValueError"
+    message = error.message if len(error.message) <= 300 else error.message[:300] + "…"
+    raise ToolCallError(kind, f"{name}: {where + ': ' if where else ''}{message}")
 
 
 def short_repr(text: str, limit: int = 100) -> str:

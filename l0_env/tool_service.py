@@ -59,7 +59,9 @@ class ToolService:
 
     def __init__(self, tools: Sequence[Tool], *, budgets: Any = None, timeout: float) -> None:
         self.tools = {t.name: t for t in tools}
-        self._stubs = check_stubs([t.stub() for t in tools])  # names: identifiers, no duplicates
+        self._stubs = check_stubs(  # names: identifiers, no duplicates
+            [t.stub(deadline=None if t.inline else (t.timeout or timeout)) for t in tools]
+        )
         self.budgets = check_tool_budgets(budgets, tools)
         self.timeout = timeout
         self.ledger = RequestLedger()

@@ -322,3 +322,14 @@ def test_the_vector_env_gives_every_env_the_tools() -> None:
         assert [o[0]["text"].strip() for o in infos["cell_outputs"]] == ["12.5", "12.5"]
     finally:
         venv.close()
+
+
+def test_the_kernel_waits_past_each_tools_own_deadline() -> None:
+    """A tool allowed 200 s must not be cut by the kernel's socket wait (120 s by default)."""
+    from l0_env.tool_service import ToolService
+
+    service = ToolService(
+        [Tool.from_function(slow, timeout=200), Tool.from_function(stock_price)], timeout=20
+    )
+    waits = {stub.name: stub.to_json()["wait_s"] for stub in service.stubs}
+    assert waits == {"slow": 260.0, "stock_price": 120.0}

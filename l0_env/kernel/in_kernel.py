@@ -43,10 +43,10 @@ class _Bridge:
     def __init__(self, path):
         self._path = path
 
-    def call(self, op, **args):
+    def call(self, op, _timeout=120, **args):
         request = _json.dumps({"op": op, "args": args}).encode("utf-8") + b"\n"
         with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as sock:
-            sock.settimeout(120)
+            sock.settimeout(_timeout)  # past the host's own deadline for the tool
             try:
                 for attempt in range(50):  # a full accept backlog (a loaded host): wait, up to ~5 s
                     try:
@@ -150,6 +150,27 @@ class Notepad:
         return f"Notepad(plan={self.plan!r}, facts={self.facts!r}, draft={self.draft!r})"
 
 
+class _Omitted:
+    """The default of an optional parameter that is left out of the call unless given."""
+
+    def __repr__(self):
+        return "..."
+
+
+_OMITTED = _Omitted()
+
+
+class _ToolGroup:
+    """The tools of one server (``geo.distance(...)``); ``help(geo)`` lists them."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __repr__(self):
+        tools = [n for n in vars(self) if not n.startswith("_")]
+        return f"<tools of {self._name}: {', '.join(sorted(tools))}>"
+
+
 def _make_tool(bridge, spec):
     """A function with the tool's signature and docstring that calls the host with its arguments.
 
@@ -158,6 +179,7 @@ def _make_tool(bridge, spec):
     import inspect
 
     name = spec["name"]
+    wait = spec.get("wait_s") or 120
     params = []
     for p in spec["params"]:
         kind = (
@@ -165,7 +187,8 @@ def _make_tool(bridge, spec):
             if p.get("keyword_only")
             else inspect.Parameter.POSITIONAL_OR_KEYWORD
         )
-        params.append(inspect.Parameter(p["name"], kind, default=p.get("default", inspect.Parameter.empty)))
+        default = _OMITTED if p.get("optional") else p.get("default", inspect.Parameter.empty)
+        params.append(inspect.Parameter(p["name"], kind, default=default))
     signature = inspect.Signature(params)
 
     def tool(*args, **kwargs):
@@ -174,15 +197,17 @@ def _make_tool(bridge, spec):
         except TypeError as exc:
             raise TypeError(f"{name}{signature}: {exc}") from None
         bound.apply_defaults()
+        arguments = {k: v for k, v in bound.arguments.items() if v is not _OMITTED}
         try:
-            _json.dumps(bound.arguments)
+            _json.dumps(arguments)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"{name}: arguments must be JSON data (str, numbers, lists, dicts): {exc}"
             ) from None
-        return bridge.call(name, **bound.arguments)
+        return bridge.call(name, _timeout=wait, **arguments)
 
-    tool.__name__ = tool.__qualname__ = name
+    tool.__name__ = name.rpartition(".")[2]
+    tool.__qualname__ = name
     tool.__doc__ = spec.get("doc") or None
     tool.__signature__ = signature  # type: ignore[attr-defined]  # what inspect and help() read
     return tool
@@ -194,7 +219,13 @@ def _l0_install(socket_path, notepad_state, tool_specs=()):
     from IPython import get_ipython
 
     bridge = _Bridge(socket_path)
-    tools = {spec["name"]: _make_tool(bridge, spec) for spec in tool_specs}
+    tools = {}  # type: dict[str, object]
+    for spec in tool_specs:
+        group, _, attr = spec["name"].rpartition(".")
+        if group:  # "geo.distance": an attribute of the server's object
+            setattr(tools.setdefault(group, _ToolGroup(group)), attr, _make_tool(bridge, spec))
+        else:
+            tools[attr] = _make_tool(bridge, spec)
 
     notepad = Notepad(notepad_state)
     last_pushed = [_json.dumps(notepad.snapshot(), sort_keys=True)]

@@ -23,11 +23,13 @@ MAX_DOC_CHARS = 4_000
 
 @dataclass(frozen=True)
 class StubParam:
-    """One parameter. ``default_json`` is the JSON text of the default, or None for a required one."""
+    """One parameter. ``default_json`` is the JSON text of the default, or None for a required one;
+    an ``optional`` one without a default is left out of the call unless given (MCP tools)."""
 
     name: str
     default_json: str | None = None
     keyword_only: bool = False
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,16 @@ class ToolStub:
     name: str
     params: tuple[StubParam, ...] = ()
     doc: str = ""
+    wait_s: float | None = None
+    """How long the kernel waits for the host's answer (None: 120 s); past the host's deadline."""
 
     def __post_init__(self) -> None:
-        check_name(self.name, "tool name")
+        group, _, attr = self.name.rpartition(".")
+        if group:  # a server's tool, e.g. "geo.distance": the kernel's object geo, attribute distance
+            check_name(group, "tool group name")
+            check_name(attr, f"{group}: tool name", allow_builtin=True)
+        else:
+            check_name(self.name, "tool name")
         seen: set[str] = set()
         for p in self.params:
             check_name(p.name, f"{self.name}: parameter name", allow_builtin=True)
@@ -52,10 +61,12 @@ class ToolStub:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "wait_s": self.wait_s,
             "doc": self.doc[:MAX_DOC_CHARS],
             "params": [
                 {"name": p.name, "keyword_only": p.keyword_only}
                 | ({} if p.default_json is None else {"default": json.loads(p.default_json)})
+                | ({"optional": True} if p.optional else {})
                 for p in self.params
             ],
         }
@@ -79,6 +90,9 @@ def check_stubs(stubs: Sequence[ToolStub]) -> tuple[ToolStub, ...]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"two tools are named {dupes[0]!r}")
+    clashes = sorted({n.partition(".")[0] for n in names if "." in n} & set(names))
+    if clashes:
+        raise ValueError(f"{clashes[0]!r} names both a tool and a server's tools")
     if not all(isinstance(s, ToolStub) for s in out):
         raise ValueError("tools must be ToolStub instances")
     return out
