@@ -163,6 +163,100 @@ class AgenticPG:
         self.run = run
         self._saving = self.ranks.broadcast(run is not None)  # rank 0 writes; every rank gathers
 
+    # -- the loop (read first: an iteration is collect → advantages → update) -----------------------
+
+    def train_iteration(self) -> dict[str, Any]:
+        """Collect a batch, compute advantages, update once; returns the iteration's metrics."""
+        t0 = time.perf_counter()
+        episodes, stats, timings = self.collect()
+        self.backend.sleep()  # a colocated vLLM engine frees its GPU memory while the trainer steps
+        advantages = self.advantages(episodes)
+        t1 = time.perf_counter()
+        metrics = self.update(episodes, advantages)
+        train_s = time.perf_counter() - t1
+        self.iteration += 1
+        metrics.update(stats)
+        metrics.update(episode_metrics(episodes, self.weights))
+        gen_tok = timings.gen_tokens
+        metrics.update(
+            {
+                "perf/generate_s": timings.generate_s,
+                "perf/env_s": timings.env_s,
+                "perf/env_busy_s": timings.env_busy_s,
+                "perf/train_s": train_s,
+                "perf/iteration_s": time.perf_counter() - t0,
+                "perf/gen_tokens_per_s": gen_tok / timings.generate_s if timings.generate_s else 0.0,
+                "perf/train_tokens_per_s": metrics["perf/train_tokens"] / train_s if train_s else 0.0,
+                "perf/ranks": float(self.ranks.world),
+            }
+        )
+        if self.run is not None:
+            for k, ep in enumerate(e for e in episodes if e.log is not None):
+                if k >= self.cfg.notebooks_per_iteration:
+                    break
+                self.run.save_episode(ep.log, f"iter_{self.iteration:06d}_ep{k}")
+        return metrics
+
+    def learn(
+        self, total_iterations: int, callbacks: Sequence[Callback] = (), progress: bool = False
+    ) -> AgenticPG:
+        """Train until ``self.iteration == total_iterations`` (counts resumed iterations too).
+
+        With a run directory, what it logged after ``self.iteration`` (an earlier run stopped
+        after its last checkpoint) is dropped first, and each iteration's metrics line and
+        checkpoint are written as one commit that a stop signal does not split
+        (:mod:`l0_learner.interrupt`). Under torchrun every rank runs this (the checkpoint's
+        tensors are gathered from all), rank 0 writes; ``perf/*`` metrics are rank 0's own.
+        """
+        from tqdm.auto import tqdm
+
+        from ..interrupt import critical
+
+        if self.run is not None:
+            dropped = self.run.rollback_to(self.iteration)
+            if dropped:
+                print(
+                    f"metrics.jsonl: dropped {dropped} line(s) after iteration {self.iteration} "
+                    "(not in the checkpoint; redone now)",
+                    flush=True,
+                )
+        for cb in callbacks:
+            cb.on_training_start(self)
+        bar = tqdm(
+            total=total_iterations,
+            initial=self.iteration,
+            disable=not progress or not self.ranks.is_main,
+            desc="RL",
+            unit="it",
+        )
+        try:
+            while self.iteration < total_iterations:
+                metrics = self.train_iteration()
+                last = self.iteration == total_iterations
+                due = self._saving and (self.iteration % max(1, self.cfg.save_every) == 0 or last)
+                state = self.checkpoint_state() if due else None
+                if self.run is not None:
+                    with critical():
+                        self.run.log_metrics(self.iteration, metrics)
+                        if state is not None:
+                            self._write_checkpoint(state)
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{metrics['charts/reward']:.3f}",
+                    em=f"{metrics['charts/em']:.2f}",
+                    steps=f"{metrics['charts/steps_per_episode']:.1f}",
+                    tok_s=f"{metrics['perf/gen_tokens_per_s']:.0f}",
+                )
+                if any(cb.on_iteration_end(self, metrics) is False for cb in callbacks):
+                    break
+        finally:
+            bar.close()
+        for cb in callbacks:
+            cb.on_training_end(self)
+        return self
+
+    # -- construction ----------------------------------------------------------------------------
+
     def _wrap(self, model: Any) -> Any:
         if self.cfg.lora_r > 0:
             try:
@@ -415,98 +509,6 @@ class AgenticPG:
             "charts/tis_clip_rate": sums["clipped"] / known,
             "perf/train_tokens": float(total),
         }
-
-    # -- the loop ----------------------------------------------------------------------------------
-
-    def train_iteration(self) -> dict[str, Any]:
-        """Collect a batch, compute advantages, update once; returns the iteration's metrics."""
-        t0 = time.perf_counter()
-        episodes, stats, timings = self.collect()
-        self.backend.sleep()  # a colocated vLLM engine frees its GPU memory while the trainer steps
-        advantages = self.advantages(episodes)
-        t1 = time.perf_counter()
-        metrics = self.update(episodes, advantages)
-        train_s = time.perf_counter() - t1
-        self.iteration += 1
-        metrics.update(stats)
-        metrics.update(episode_metrics(episodes, self.weights))
-        gen_tok = timings.gen_tokens
-        metrics.update(
-            {
-                "perf/generate_s": timings.generate_s,
-                "perf/env_s": timings.env_s,
-                "perf/env_busy_s": timings.env_busy_s,
-                "perf/train_s": train_s,
-                "perf/iteration_s": time.perf_counter() - t0,
-                "perf/gen_tokens_per_s": gen_tok / timings.generate_s if timings.generate_s else 0.0,
-                "perf/train_tokens_per_s": metrics["perf/train_tokens"] / train_s if train_s else 0.0,
-                "perf/ranks": float(self.ranks.world),
-            }
-        )
-        if self.run is not None:
-            for k, ep in enumerate(e for e in episodes if e.log is not None):
-                if k >= self.cfg.notebooks_per_iteration:
-                    break
-                self.run.save_episode(ep.log, f"iter_{self.iteration:06d}_ep{k}")
-        return metrics
-
-    def learn(
-        self, total_iterations: int, callbacks: Sequence[Callback] = (), progress: bool = False
-    ) -> AgenticPG:
-        """Train until ``self.iteration == total_iterations`` (counts resumed iterations too).
-
-        With a run directory, what it logged after ``self.iteration`` (an earlier run stopped
-        after its last checkpoint) is dropped first, and each iteration's metrics line and
-        checkpoint are written as one commit that a stop signal does not split
-        (:mod:`l0_learner.interrupt`). Under torchrun every rank runs this (the checkpoint's
-        tensors are gathered from all), rank 0 writes; ``perf/*`` metrics are rank 0's own.
-        """
-        from tqdm.auto import tqdm
-
-        from ..interrupt import critical
-
-        if self.run is not None:
-            dropped = self.run.rollback_to(self.iteration)
-            if dropped:
-                print(
-                    f"metrics.jsonl: dropped {dropped} line(s) after iteration {self.iteration} "
-                    "(not in the checkpoint; redone now)",
-                    flush=True,
-                )
-        for cb in callbacks:
-            cb.on_training_start(self)
-        bar = tqdm(
-            total=total_iterations,
-            initial=self.iteration,
-            disable=not progress or not self.ranks.is_main,
-            desc="RL",
-            unit="it",
-        )
-        try:
-            while self.iteration < total_iterations:
-                metrics = self.train_iteration()
-                last = self.iteration == total_iterations
-                due = self._saving and (self.iteration % max(1, self.cfg.save_every) == 0 or last)
-                state = self.checkpoint_state() if due else None
-                if self.run is not None:
-                    with critical():
-                        self.run.log_metrics(self.iteration, metrics)
-                        if state is not None:
-                            self._write_checkpoint(state)
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{metrics['charts/reward']:.3f}",
-                    em=f"{metrics['charts/em']:.2f}",
-                    steps=f"{metrics['charts/steps_per_episode']:.1f}",
-                    tok_s=f"{metrics['perf/gen_tokens_per_s']:.0f}",
-                )
-                if any(cb.on_iteration_end(self, metrics) is False for cb in callbacks):
-                    break
-        finally:
-            bar.close()
-        for cb in callbacks:
-            cb.on_training_end(self)
-        return self
 
     # -- state ------------------------------------------------------------------------------------
 
