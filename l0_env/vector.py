@@ -110,9 +110,15 @@ class NotebookVectorEnv(VectorEnv):
         self._pool = KernelPool(
             probe.kernel_config, size=min(num_envs, 8) if pool_size is None else pool_size
         )
-        self.envs: list[NotebookEnv] = [
-            NotebookEnv(**env_kwargs, kernel_pool=self._pool) for _ in range(num_envs)
-        ]
+        self.envs: list[NotebookEnv] = []
+        try:  # an env that fails to build (an MCP server that does not start) leaves nothing running
+            for _ in range(num_envs):
+                self.envs.append(NotebookEnv(**env_kwargs, kernel_pool=self._pool))
+        except BaseException:
+            for env in self.envs:
+                env.close()
+            self._pool.close()
+            raise
         self.single_action_space = probe.action_space
         self.single_observation_space = probe.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
