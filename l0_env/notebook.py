@@ -454,13 +454,13 @@ class NotebookEnv(gym.Env[list, str]):
             truncated = True  # even the trimmed context no longer fits: stop rather than loop
         qa = None
         if terminated or truncated:
-            qa = self.reward_weights.qa_reward(self._answer_slot.answer, self._task.answers)
-            components.update(
-                qa=qa,
-                em=R.exact_match(self._answer_slot.answer, self._task.answers),
-                f1=R.f1_score(self._answer_slot.answer, self._task.answers),
-                has_answer=R.has_answer(self._answer_slot.answer),
-            )
+            answer, golds, tol = self._answer_slot.answer, self._task.answers, self._task.numeric_tolerance
+            qa = self.reward_weights.qa_reward(answer, golds, tolerance=tol)
+            if tol is None:
+                em, f1 = R.exact_match(answer, golds), R.f1_score(answer, golds)
+            else:  # a number: within the tolerance or not (no partial credit)
+                em = f1 = R.numbers_match(answer, golds, tolerance=tol)
+            components.update(qa=qa, em=em, f1=f1, has_answer=R.has_answer(answer))
         reward = R.online_step_reward(len(formats), formats, codes, qa, self.reward_weights)
         notepad = copy.deepcopy(self._kernel.notepad_state)
         tool_calls, calls_dropped = self.tool_service.ledger.take_step()

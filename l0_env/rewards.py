@@ -37,7 +37,7 @@ from typing import Any
 
 from l0_env.actions import ParsedAction, parse_action
 
-from .answers import exact_match, f1_score, has_answer, normalize_answer
+from .answers import exact_match, f1_score, has_answer, normalize_answer, numbers_match
 
 __all__ = [
     "REWARD_PRESETS",
@@ -50,6 +50,7 @@ __all__ = [
     "has_answer",
     "l0_step_rewards",
     "normalize_answer",
+    "numbers_match",
     "online_step_reward",
     "qa_reward",
     "trajectory_reward",
@@ -66,6 +67,7 @@ def qa_reward(
     em_weight: float = 0.9,
     has_answer_weight: float = 0.1,
     f1_weight: float = 0.0,
+    tolerance: float | None = None,
 ) -> float:
     """Answer reward: ``em_weight·metric + f1_weight·F1 + has_answer_weight·has_answer``.
 
@@ -76,16 +78,22 @@ def qa_reward(
         em_weight: Weight of ``metric``.
         has_answer_weight: Weight of :func:`has_answer`.
         f1_weight: Weight of token F1 on top (the paper's preset: EM 0.5, F1 0.4, has-answer 0.1).
+        tolerance: For a task whose answer is a number: EM and F1 are both
+            :func:`l0_env.answers.numbers_match` with this tolerance (None: text answers).
 
     Raises:
         ValueError: If ``metric`` is not "em" or "f1".
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-    score = exact_match(prediction, golds) if metric == "em" else f1_score(prediction, golds)
+    if tolerance is not None:
+        em = f1 = numbers_match(prediction, golds, tolerance=tolerance)
+    else:
+        em, f1 = exact_match(prediction, golds), f1_score(prediction, golds)
+    score = em if metric == "em" else f1
     reward = em_weight * score + has_answer_weight * has_answer(prediction)
     if f1_weight:
-        reward += f1_weight * f1_score(prediction, golds)
+        reward += f1_weight * f1
     return reward
 
 
@@ -198,8 +206,10 @@ class RewardWeights:
         preset = values.pop("preset", "l0")
         return cls.preset(preset, **values)
 
-    def qa_reward(self, prediction: str | None, golds: Sequence[str]) -> float:
-        """:func:`qa_reward` with these weights and metric."""
+    def qa_reward(
+        self, prediction: str | None, golds: Sequence[str], *, tolerance: float | None = None
+    ) -> float:
+        """:func:`qa_reward` with these weights and metric (``tolerance``: a numeric answer's)."""
         return qa_reward(
             prediction,
             golds,
@@ -207,6 +217,7 @@ class RewardWeights:
             em_weight=self.em,
             has_answer_weight=self.has_answer,
             f1_weight=self.f1,
+            tolerance=tolerance,
         )
 
     def code_reward(self, n_outputs: int, n_error_outputs: int, *, failed: bool | None) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .actions import parse_action
-from .answers import gold_list
+from .answers import DEFAULT_TOLERANCE, gold_list
 from .rewards import format_reward, qa_reward
 
 __all__ = ["FormatReward", "QAReward", "completion_text", "extract_final_answer"]
@@ -108,7 +108,9 @@ class QAReward:
     """TRL reward: the answer reward of the last ``submit_final_answer`` in each completion.
 
     Gold answers come from the dataset column ``answers_key`` (one list of aliases, or one string,
-    per completion). A completion without a literal submitted answer gets ``None``.
+    per completion). A completion without a literal submitted answer gets ``None``. Where the
+    dataset has an ``answer_type`` column, rows with ``"number"`` are scored as numbers (with the
+    row's ``tolerance`` column, if any; see :func:`l0_env.answers.numbers_match`).
     """
 
     metric: str = "em"
@@ -137,8 +139,10 @@ class QAReward:
         all_golds = kwargs[self.answers_key]
         if len(all_golds) != len(completions):
             raise ValueError(f"{len(all_golds)} gold entries for {len(completions)} completions")
+        kinds = kwargs.get("answer_type") or [None] * len(completions)
+        tolerances = kwargs.get("tolerance") or [None] * len(completions)
         scores: list[float | None] = []
-        for completion, golds in zip(completions, all_golds, strict=True):
+        for completion, golds, kind, tol in zip(completions, all_golds, kinds, tolerances, strict=True):
             prediction = extract_final_answer(parse_action(completion_text(completion)).code)
             scores.append(
                 None
@@ -150,6 +154,9 @@ class QAReward:
                     em_weight=self.em_weight,
                     has_answer_weight=self.has_answer_weight,
                     f1_weight=self.f1_weight,
+                    tolerance=(DEFAULT_TOLERANCE if tol is None else float(tol))
+                    if kind == "number"
+                    else None,
                 )
             )
         return scores

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..answers import DEFAULT_TOLERANCE, parse_number
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SPLITS = {"dev": "hotpotqa_dev.jsonl.gz", "train": "hotpotqa_train.jsonl.gz"}
@@ -58,6 +61,31 @@ class Task:
         object.__setattr__(self, "answers", answers)
         object.__setattr__(self, "supporting_titles", titles)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        kind = self.metadata.get("answer_type", "text")
+        if kind not in ("text", "number"):
+            raise ValueError(f"task {self.id!r}: answer_type must be 'text' or 'number', got {kind!r}")
+        if kind == "number":
+            bad = [a for a in answers if parse_number(a) is None]
+            if bad:
+                raise ValueError(
+                    f"task {self.id!r}: answer_type 'number' but the answer {bad[0]!r} is no number"
+                )
+            tol = self.metadata.get("tolerance", DEFAULT_TOLERANCE)
+            if (
+                isinstance(tol, bool)
+                or not isinstance(tol, (int, float))
+                or not math.isfinite(tol)
+                or tol < 0
+            ):
+                raise ValueError(f"task {self.id!r}: tolerance must be a finite number >= 0, got {tol!r}")
+
+    @property
+    def numeric_tolerance(self) -> float | None:
+        """The tolerance of a task whose answer is a number (``answer_type: "number"`` in its
+        metadata, optionally ``tolerance``), else None (text answers: EM/F1)."""
+        if self.metadata.get("answer_type") != "number":
+            return None
+        return float(self.metadata.get("tolerance", DEFAULT_TOLERANCE))
 
 
 def task_from_mapping(row: Mapping[str, Any], *, default_id: str) -> Task:
