@@ -36,7 +36,7 @@ class AnswerSlot:
         self.answer: str | None = None
 
 
-def builtin_tools(search: Callable[[], SearchBackend], answer: AnswerSlot) -> list[Tool]:
+def builtin_tools(search: Callable[[], SearchBackend], slot: AnswerSlot) -> list[Tool]:
     """The three built-in tools, bound to a search backend (a callable: it starts lazily) and an
     answer slot."""
 
@@ -83,7 +83,6 @@ def builtin_tools(search: Callable[[], SearchBackend], answer: AnswerSlot) -> li
         slot.answer = answer.strip()[:MAX_ANSWER_CHARS]
         return f"submitted: {slot.answer!r}"
 
-    slot = answer
     return [
         Tool.from_function(web_search, budget=DEFAULT_TOOL_BUDGETS["web_search"], validate=check_search),
         Tool.from_function(open_page, budget=DEFAULT_TOOL_BUDGETS["open_page"], prepare=hit_id),

@@ -23,13 +23,13 @@ from __future__ import annotations
 import inspect
 import json
 import keyword
-import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .context import ToolDoc
+from .env_args import check_int, check_seconds
 from .kernel.bridge import ToolCallError
 from .kernel.tool_stubs import StubParam, ToolStub, check_name
 from .type_hints import ArgumentTypeError, check_hint, check_value
@@ -145,17 +145,10 @@ class Tool:
                 f"tool {tool_name!r} has no description: give the function a docstring (the agent "
                 "reads it in the system prompt) or pass description="
             )
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-            raise ValueError(f"tool {tool_name!r}: budget must be an int >= 0 or None, got {budget!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ValueError(
-                f"tool {tool_name!r}: timeout must be a positive number of seconds, got {timeout!r}"
-            )
+        if budget is not None:
+            check_int(f"tool {tool_name!r}: budget", budget, 0)
+        if timeout is not None:
+            timeout = check_seconds(f"tool {tool_name!r}: timeout", timeout)
         return cls(
             name=tool_name,
             fn=fn,
@@ -163,7 +156,7 @@ class Tool:
             parameters=tuple(params),
             hints=hints,
             budget=budget,
-            timeout=None if timeout is None else float(timeout),
+            timeout=timeout,
             inline=inline,
             prepare=prepare,
             validate=validate,

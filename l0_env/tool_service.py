@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .context import ToolDoc
+from .env_args import check_int
 from .kernel.bridge import ToolCallError
 from .kernel.tool_stubs import ToolStub, check_stubs
 from .tool import Tool, short_repr
@@ -42,9 +43,7 @@ def check_tool_budgets(budgets: Any, tools: Sequence[Tool]) -> dict[str, int]:
                     f"tool_budgets: unknown tool {name!r}; budgets apply to {sorted(out)} (a typo would "
                     "silently leave that tool without a budget)"
                 )
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-                raise ValueError(f"tool_budgets[{name!r}] must be an int >= 0 or None, got {limit!r}")
-            out[name] = limit
+            out[name] = None if limit is None else check_int(f"tool_budgets[{name!r}]", limit, 0)
     return {name: limit for name, limit in out.items() if limit is not None}
 
 
