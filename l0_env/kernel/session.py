@@ -32,6 +32,7 @@ from .bridge import Handler, ToolBridge, ToolCallError
 from .cell import CellEnd, CellResult, CellRun
 from .cgroups import SandboxCgroup
 from .config import KernelConfig
+from .kernel_main import kernel_command
 from .notepad import validate_notepad
 from .outputs import OutputCollector, format_outputs
 from .policy import SandboxMode, resolve_sandbox, resolve_seccomp
@@ -166,7 +167,7 @@ class SandboxedKernel:
             os.chown(conn_file, uid, uid)
         # No history database: it lives in the tmpfs home, and when the agent fills the disk its
         # writer thread prints "database or disk is full" into the agent's cell output.
-        command = [self.config.python, "-m", "ipykernel_launcher", "-f", conn_file, "--quiet"]
+        command = [*kernel_command(self.config.python), "-f", conn_file, "--quiet"]
         command += ["--HistoryManager.enabled=False"]
         common: dict[str, Any] = dict(
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
