@@ -11,7 +11,7 @@ from gymnasium.envs.registration import register, registry
 from .checker import check_l0_env
 from .notebook import NotebookEnv
 from .spaces import ChatSpace, TextSpace, refuse_shared_memory
-from .tasks import Task, load_tasks
+from .tasks import FILE_TASKS_DIR, Task, load_tasks
 from .tool import Tool, ToolCallError
 
 ENV_ID = "L0Notebook-v0"
@@ -41,6 +41,7 @@ def parallel_env(agents=("solver", "verifier"), **kwargs):
 
 __all__ = [
     "ENV_ID",
+    "FILE_TASKS_DIR",
     "ChatSpace",
     "NotebookEnv",
     "Task",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .context import ToolDoc
 from .kernel.bridge import ToolCallError
 from .kernel.tool_stubs import ToolStub
 from .tool import Tool, short_repr
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_ANSWER_CHARS",
     "MAX_K",
     "MAX_QUERY_CHARS",
+    "VIEW_FILE_DOC",
     "AnswerSlot",
     "builtin_tools",
 ]
@@ -27,6 +29,16 @@ DEFAULT_TOOL_BUDGETS = {"web_search": 20, "open_page": 40}
 MAX_QUERY_CHARS = 1_000
 MAX_K = 20
 MAX_ANSWER_CHARS = 1_000
+
+
+VIEW_FILE_DOC = ToolDoc(
+    "view_file",
+    "view_file(name, page=1)",
+    "the text of an attached file (txt, md, csv, json, html, pdf, docx, xlsx; for an image its format "
+    "and size); long files come in parts (page=2, 3, ...). It runs in the kernel, with no budget",
+)
+"""``view_file`` is defined in every kernel (``kernel/in_kernel_files.py``), not a host tool: files
+are parsed inside the sandbox. The env lists it in the system prompt when a task has files."""
 
 
 class AnswerSlot:

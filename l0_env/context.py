@@ -140,10 +140,23 @@ def build_system_prompt(tools: Sequence[ToolDoc], *, max_steps: int, extra_rules
     return "\n\n".join(parts)
 
 
-def task_message(question: str) -> str:
+def task_message(question: str, files: Sequence[str] = ()) -> str:
     """The task as the policy reads it: the first user message of every context (and the start
-    of the last one before the first step, where the notepad and budget follow it)."""
-    return f"Question: {question}"
+    of the last one before the first step, where the notepad and budget follow it).
+
+    Args:
+        question: The question.
+        files: The names of the task's attached files (what the agent sees in its working
+            directory), in the task's order.
+    """
+    text = f"Question: {question}"
+    if files:
+        names = ", ".join(repr(name) for name in files)
+        text += (
+            f"\n\nAttached files (read-only, in your working directory): {names}. "
+            "Read one with view_file(name, page=1), or open it with Python."
+        )
+    return text
 
 
 def _plan_items(plan: Any) -> list[tuple[str, str]]:

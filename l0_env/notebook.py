@@ -32,7 +32,7 @@ import numpy as np
 
 from . import rewards as R
 from .actions import ParsedAction, format_help, parse_action
-from .builtin_tools import AnswerSlot, builtin_tools
+from .builtin_tools import VIEW_FILE_DOC, AnswerSlot, builtin_tools
 from .context import (
     MESSAGE_OVERHEAD_TOKENS,
     RenderedContext,
@@ -216,7 +216,10 @@ class NotebookEnv(gym.Env[list, str]):
             self._pool_size = pool_size
             self.action_space = TextSpace(max_length=max_action_chars * 4)
             self.observation_space = ChatSpace()
-            self.system_prompt = build_system_prompt(self.tool_service.docs(), max_steps=max_steps)
+            docs = self.tool_service.docs()
+            if any(task.files for task in self.tasks):
+                docs = [*docs, VIEW_FILE_DOC]
+            self.system_prompt = build_system_prompt(docs, max_steps=max_steps)
             floor = self.count_tokens(self.system_prompt) + 2 * MESSAGE_OVERHEAD_TOKENS
             if max_context_tokens <= floor:
                 raise ValueError(
@@ -312,7 +315,7 @@ class NotebookEnv(gym.Env[list, str]):
         if self._task is None:
             raise RuntimeError("no task yet: call reset() first")
         history = self._history if history is None else history
-        task = task_message(self._task.question)
+        task = task_message(self._task.question, [os.path.basename(f) for f in self._task.files])
         return render_context(
             system=self.system_prompt if system is None else system,
             task=f"{task}\n\n{task_note}" if task_note else task,
@@ -349,7 +352,8 @@ class NotebookEnv(gym.Env[list, str]):
             ====================  ===========================================================
 
         Raises:
-            ValueError: Bad options. A reset that raises ends the previous episode and holds no
+            ValueError: Bad options, or the task's attached files changed since they were loaded
+                (gone, or over the size caps). A reset that raises ends the previous episode and holds no
                 kernel: ``step`` then asks for a reset, and the next reset starts clean.
         """
         if self._closed:
@@ -363,6 +367,12 @@ class NotebookEnv(gym.Env[list, str]):
         _ = self.search  # build/load the index before the first tool call, not during it
         kernel = self._acquire_kernel()
         self._task, self._kernel = task, kernel
+        if task.files:
+            try:
+                kernel.attach_files(task.files)
+            except (ValueError, RuntimeError):
+                self._release_kernel()
+                raise
         self._history = []
         self.tool_service.start_episode()
         self._answer_slot.answer = None
@@ -647,5 +657,6 @@ def _task_dict(task: Task) -> dict[str, Any]:
     data = asdict(task)
     data["answers"] = list(task.answers)
     data["supporting_titles"] = list(task.supporting_titles)
+    data["files"] = list(task.files)
     data["metadata"] = dict(task.metadata)
     return data

@@ -1,4 +1,4 @@
-"""Scripted policies: an oracle that uses the gold data (demonstrations, tests) and a random one.
+"""Scripted policies: oracles that use the gold data (demonstrations, tests) and a random one.
 
 A policy maps ``(observation, info)`` to the next action text. Both keep per-episode state and
 start over when ``info["step"] == 0`` (the info ``reset`` returns).
@@ -7,6 +7,8 @@ start over when ``info["step"] == 0`` (the info ``reset`` returns).
 from __future__ import annotations
 
 from typing import Any
+
+import os
 
 import numpy as np
 
@@ -94,6 +96,35 @@ class OraclePolicy:
             "<think>The notes answer the question, so I submit the answer now.</think>\n"
             f"<code>submit_final_answer({answer!r})</code>"
         )
+
+
+class FileTaskOracle:
+    """A scripted agent for tasks with files that carry their solution (the bundled file tasks).
+
+    Step 1 looks at each attached file with ``view_file`` (first page, printed); step 2 runs the
+    task's ``oracle_code`` (its metadata), which computes the answer from the file and submits it.
+    The answer is never typed in: a broken file, parser or sandbox makes the oracle fail.
+
+    Raises:
+        ValueError: (when called) the task has no ``oracle_code``.
+    """
+
+    def __init__(self) -> None:
+        self._t = 0
+
+    def __call__(self, observation: list[dict[str, str]], info: dict[str, Any]) -> str:
+        if info.get("step", 0) == 0:
+            self._t = 0
+        self._t += 1
+        task = info["task"]
+        code = task.get("metadata", {}).get("oracle_code")
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError(f"task {task.get('id')!r} has no 'oracle_code' in its metadata")
+        names = [os.path.basename(f) for f in task.get("files") or ()]
+        if self._t == 1 and names:
+            lines = "\n".join(f"print(view_file({name!r})[:1500])" for name in names)
+            return f"<think>I look at the attached file first.</think>\n<code>\n{lines}\n</code>"
+        return f"<think>I compute the answer from the file and submit it.</think>\n<code>\n{code.strip()}\n</code>"
 
 
 def answer_visible(answers: list[str] | str, observation: list[dict[str, str]]) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -193,7 +194,10 @@ def _episode_samples(episode: dict[str, Any], max_steps: int) -> list[dict[str, 
     for t, step in enumerate(episode["steps"]):
         ctx = render_context(
             system=episode["system_prompt"],
-            task=task_message(episode["task"]["question"]),
+            task=task_message(
+                episode["task"]["question"],
+                [os.path.basename(f) for f in episode["task"].get("files") or ()],
+            ),
             history=history,
             notepad=notepad,
             steps_left=max_steps - t,

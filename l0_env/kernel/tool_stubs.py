@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-RESERVED_NAMES = frozenset({"notepad", "ToolError", "BudgetExhausted"})
+RESERVED_NAMES = frozenset({"notepad", "view_file", "ToolError", "BudgetExhausted"})
 """Names the kernel defines itself."""
 
 MAX_DOC_CHARS = 4_000

@@ -5,6 +5,12 @@ Accepted row layouts (one mapping per task):
 - ours / HotpotQA-like: ``{"id", "question", "answers": [str, ...], "supporting_titles"?, ...}``
 - single answer: ``{"question", "answer": str}``
 - FlashRAG: ``{"id", "question", "golden_answers": [str, ...]}``
+- GAIA: ``{"task_id", "Question", "Final answer", "file_name", "Level", ...}`` (its
+  ``metadata.jsonl``; pass the file or its directory). A gold that is a number makes the task
+  numeric (``answer_type: "number"``), as GAIA's own scorer compares numbers.
+
+Any row may attach files: ``"files": [path, ...]`` (GAIA: ``file_name``). See ``files.py`` for the
+checks; paths in a task file are relative to its directory and must stay inside it.
 
 Every other key with a non-null value goes into ``Task.metadata`` unchanged.
 """
@@ -22,11 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from ..answers import DEFAULT_TOLERANCE, parse_number
+from .files import resolve_task_files
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SPLITS = {"dev": "hotpotqa_dev.jsonl.gz", "train": "hotpotqa_train.jsonl.gz"}
+FILE_TASKS_DIR = DATA_DIR / "file_tasks"
+"""The bundled tasks with attached files (GAIA's layout; see its ``NOTICE.md``)."""
 ANSWER_KEYS = ("answers", "golden_answers", "answer")
-_CORE_KEYS = frozenset({"id", "question", "supporting_titles", *ANSWER_KEYS})
+_CORE_KEYS = frozenset({"id", "question", "supporting_titles", "files", *ANSWER_KEYS})
+GAIA_METADATA = "metadata.jsonl"
+_GAIA_KEYS = frozenset({"task_id", "Question", "Final answer", "file_name", "file_path"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class Task:
         answers: Gold answers, never empty; ``answers[0]`` is the canonical one, the rest aliases.
         supporting_titles: Titles of the gold passages, where the source has them.
         metadata: Every other field of the source row (e.g. ``type``, ``level``).
+        files: Host paths of the files attached to the task (absolute, checked by
+            :func:`l0_env.tasks.files.resolve_task_files` when loaded); the agent sees each under
+            its file name.
     """
 
     id: str
@@ -46,6 +60,7 @@ class Task:
     answers: tuple[str, ...]
     supporting_titles: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         answers = (self.answers,) if isinstance(self.answers, str) else tuple(self.answers)
@@ -61,6 +76,12 @@ class Task:
         object.__setattr__(self, "answers", answers)
         object.__setattr__(self, "supporting_titles", titles)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        files = (self.files,) if isinstance(self.files, str) else tuple(self.files)
+        if not all(isinstance(f, str) and os.path.isabs(f) for f in files):
+            raise ValueError(
+                f"task {self.id!r}: files must be absolute paths (resolve_task_files makes them)"
+            )
+        object.__setattr__(self, "files", files)
         kind = self.metadata.get("answer_type", "text")
         if kind not in ("text", "number"):
             raise ValueError(f"task {self.id!r}: answer_type must be 'text' or 'number', got {kind!r}")
@@ -88,16 +109,27 @@ class Task:
         return float(self.metadata.get("tolerance", DEFAULT_TOLERANCE))
 
 
-def task_from_mapping(row: Mapping[str, Any], *, default_id: str) -> Task:
+def task_from_mapping(
+    row: Mapping[str, Any],
+    *,
+    default_id: str,
+    base_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Task:
     """Build a `Task` from one row; raise ValueError saying what is wrong with it.
 
     Args:
         row: A mapping with ``question`` and one of ``answers`` (list), ``golden_answers`` (list)
-            or ``answer`` (str or list). ``id`` and ``supporting_titles`` are optional.
+            or ``answer`` (str or list). ``id``, ``supporting_titles`` and ``files`` are optional.
+            A GAIA row (``Question``, ``Final answer``, ``file_name``) is read as GAIA means it.
         default_id: The id to use when the row has none.
+        base_dir: What relative ``files`` are relative to (default: the current directory).
+        root: When set, attached files must lie inside it (rows read from a file: its directory).
     """
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a mapping (JSON object), got {type(row).__name__}")
+    if "Question" in row and "Final answer" in row and "question" not in row:
+        row = _from_gaia(row)
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ValueError("missing or empty 'question' (a non-empty string is required)")
@@ -112,7 +144,27 @@ def task_from_mapping(row: Mapping[str, Any], *, default_id: str) -> Task:
     task_id = default_id if raw_id is None or str(raw_id) == "" else str(raw_id)
     # None values are dropped: Parquet fills a column that a row lacks with nulls.
     metadata = {k: v for k, v in row.items() if k not in _CORE_KEYS and v is not None}
-    return Task(task_id, question, tuple(answers), tuple(titles), metadata)
+    files = resolve_task_files(row.get("files") or [], base_dir=base_dir, root=root)
+    return Task(task_id, question, tuple(answers), tuple(titles), metadata, files)
+
+
+def _from_gaia(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A GAIA row in our layout: its file (``file_path`` from Hugging Face's copy, else
+    ``file_name``) attached, a numeric gold scored as a number."""
+    answer = row.get("Final answer")
+    if isinstance(answer, str) and answer.strip() == "?":
+        raise ValueError(
+            "the gold answer is '?': GAIA's test split hides its answers; use the validation split"
+        )
+    out: dict[str, Any] = {k: v for k, v in row.items() if k not in _GAIA_KEYS}
+    out.update(id=row.get("task_id"), question=row.get("Question"))
+    out["answers"] = answer if isinstance(answer, (list, tuple)) or answer is None else [answer]
+    file = row.get("file_path") or row.get("file_name")
+    if file:
+        out["files"] = [file]
+    if "answer_type" not in out and answer is not None and parse_number(answer) is not None:
+        out["answer_type"] = "number"
+    return out
 
 
 def _as_str_list(value: Any, key: str) -> list[str]:
@@ -140,8 +192,9 @@ def load_tasks(
 
     Args:
         source: ``None`` for the bundled HotpotQA sample (see ``l0_env/data/NOTICE.md``); a path to
-            a ``.jsonl``/``.jsonl.gz``/``.json`` (JSON Lines) or ``.parquet`` file; or a sequence of
-            row mappings. Rows without an ``id`` get ``task-<row index>``.
+            a ``.jsonl``/``.jsonl.gz``/``.json`` (JSON Lines) or ``.parquet`` file, or to a
+            directory holding GAIA's ``metadata.jsonl`` (e.g. :data:`FILE_TASKS_DIR`); or a
+            sequence of row mappings. Rows without an ``id`` get ``task-<row index>``.
         split: Which bundled split when ``source`` is None: ``"dev"`` (1,245 questions) or
             ``"train"`` (100).
 
@@ -166,12 +219,17 @@ def load_tasks(
 def _load_file(path: Path) -> list[Task]:
     if not path.exists():
         raise FileNotFoundError(f"task file not found: {path}")
+    if path.is_dir():
+        if not (path / GAIA_METADATA).is_file():
+            raise ValueError(f"{path}: a directory of tasks must hold GAIA's {GAIA_METADATA}")
+        path = path / GAIA_METADATA
     name = path.name.lower()
+    here = path.resolve().parent  # attached files: relative to the task file and inside its directory
     if name.endswith(".parquet"):
         rows = _iter_parquet(path)
-        return _build(rows, where=lambda i: f"{path}: row {i}")
+        return _build(rows, where=lambda i: f"{path}: row {i}", base_dir=here)
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
-        return _build(_iter_jsonl(path), where=lambda i: f"{path}:{i + 1}")
+        return _build(_iter_jsonl(path), where=lambda i: f"{path}:{i + 1}", base_dir=here)
     raise ValueError(f"{path}: unknown task file extension; use .jsonl, .jsonl.gz (JSON Lines) or .parquet")
 
 
@@ -210,12 +268,12 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
     yield from enumerate(table.to_pylist())
 
 
-def _build(rows: Iterator[tuple[int, Any]], where: Any) -> list[Task]:
+def _build(rows: Iterator[tuple[int, Any]], where: Any, base_dir: Path | None = None) -> list[Task]:
     tasks: list[Task] = []
     seen: dict[str, int] = {}
     for n, (pos, row) in enumerate(rows):
         try:
-            task = task_from_mapping(row, default_id=f"task-{n}")
+            task = task_from_mapping(row, default_id=f"task-{n}", base_dir=base_dir, root=base_dir)
         except ValueError as e:
             raise ValueError(f"{where(pos)}: {e}") from None
         if task.id in seen:
