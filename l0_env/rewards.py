@@ -25,7 +25,8 @@ Two ways to hand the reward out over an episode:
   (``format_t/T + code_t/T`` each step, ``qa`` on the last step); same sum, different timing.
 
 Answer metrics live in :mod:`l0_env.answers` (re-exported here); TRL-style reward callables in
-:mod:`l0_env.trl_rewards`.
+:mod:`l0_env.trl_rewards`; the LLM judge (:class:`LLMJudge`, an HTTP client) in :mod:`l0_env.judge`,
+re-exported here lazily so that importing this pure module does not import the client.
 """
 
 from __future__ import annotations
@@ -33,15 +34,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l0_env.actions import ParsedAction, parse_action
 
 from .answers import exact_match, f1_score, has_answer, normalize_answer, numbers_match
 
+if TYPE_CHECKING:
+    from .judge import LLMJudge, Verdict
+
 __all__ = [
     "REWARD_PRESETS",
+    "LLMJudge",
     "RewardWeights",
+    "Verdict",
     "as_reward_weights",
     "code_execution_reward",
     "exact_match",
@@ -57,6 +63,16 @@ __all__ = [
 ]
 
 _METRICS = ("em", "f1")
+
+_LAZY = {"LLMJudge", "Verdict"}  # from l0_env.judge: httpx and threads, kept out of this module's import
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import judge
+
+        return getattr(judge, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def qa_reward(

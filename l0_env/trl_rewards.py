@@ -5,22 +5,28 @@ TRL contract (``GRPOTrainer(reward_funcs=[...])``): a reward function is called 
 conversational data, a list of chat messages) and ``kwargs`` holds the other dataset columns, one
 value per sample. It returns ``list[float | None]``; ``None`` means "this reward does not apply to
 this sample". :class:`QAReward` and :class:`FormatReward` follow it; they are plain objects with no
-state beyond their settings, so they pickle and can be called from any thread.
+state beyond their settings, so they pickle and can be called from any thread. :class:`JudgeReward`
+follows it too, but asks an LLM judge over HTTP (:class:`l0_env.judge.LLMJudge`, which pickles and
+is thread-safe as well).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .actions import parse_action
 from .answers import DEFAULT_TOLERANCE, gold_list
 from .rewards import format_reward, qa_reward
 
-__all__ = ["FormatReward", "QAReward", "completion_text", "extract_final_answer"]
+if TYPE_CHECKING:
+    from .judge import LLMJudge
+
+__all__ = ["FormatReward", "JudgeReward", "QAReward", "completion_text", "extract_final_answer"]
 
 _METRICS = ("em", "f1")
 
@@ -173,3 +179,86 @@ class FormatReward:
     ) -> list[float | None]:
         """Score the format of each completion."""
         return [format_reward(completion_text(c)) for c in completions]
+
+
+@dataclass(frozen=True)
+class JudgeReward:
+    """TRL reward: an LLM judge's score of the last ``submit_final_answer`` in each completion.
+
+    1.0 when the judge (:class:`l0_env.judge.LLMJudge`, SimpleQA's grader template) grades the
+    submitted answer correct, else 0.0; ``None`` for a completion without a literal submitted
+    answer, as :class:`QAReward` does. The question comes from the dataset column ``question_key``,
+    the gold answers from ``answers_key`` (a list of aliases or one string). One batched, concurrent
+    ``grade_many`` call per TRL call; verdicts are cached by the judge.
+
+    Failures never raise mid-training: a row without a question or a non-empty gold answer, a
+    judge that cannot be reached, or a reply that cannot be parsed gives ``failure_score`` (0.0)
+    and a :class:`RuntimeWarning` naming how many rows failed and why. Missing columns or a length
+    mismatch are a setup error and raise on the first call, like :class:`QAReward`.
+
+    An RL policy optimised against a judge can learn to sway it (its answer is untrusted text in
+    the judge's prompt): combine this with :class:`QAReward` rather than use it alone.
+    """
+
+    judge: LLMJudge
+    answers_key: str = "answers"
+    question_key: str = "question"
+    failure_score: float = 0.0
+
+    @property
+    def __name__(self) -> str:  # TRL logs each reward under its function's __name__
+        return "judge"
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float | None]:
+        """Grade each completion's submitted answer with the judge."""
+        for key in (self.answers_key, self.question_key):
+            if key not in kwargs:
+                raise KeyError(
+                    f"JudgeReward needs the dataset column {key!r} (got columns {sorted(kwargs)}); "
+                    f"pass answers_key= / question_key= to use other columns"
+                )
+        all_golds, questions = kwargs[self.answers_key], kwargs[self.question_key]
+        for name, column in ((self.answers_key, all_golds), (self.question_key, questions)):
+            if len(column) != len(completions):
+                raise ValueError(f"{len(column)} {name!r} entries for {len(completions)} completions")
+        scores: list[float | None] = [None] * len(completions)
+        rows: list[int] = []
+        items: list[tuple[str, list[str], str]] = []
+        problems: list[str] = []
+        for i, (completion, golds, question) in enumerate(
+            zip(completions, all_golds, questions, strict=True)
+        ):
+            prediction = extract_final_answer(parse_action(completion_text(completion)).code)
+            if prediction is None:
+                continue
+            gold = [g for g in gold_list(golds) if g.strip()]
+            if not isinstance(question, str) or not question.strip() or not gold:
+                scores[i] = self.failure_score
+                problems.append(f"row {i}: no question or no non-empty gold answer")
+                continue
+            rows.append(i)
+            items.append((question, gold, prediction))
+        if items:
+            reason = ""
+            try:
+                verdicts = self.judge.grade_many(items)
+            except (ValueError, RuntimeError, OSError) as exc:  # never kill a training run
+                verdicts = None
+                reason = f"grade_many failed: {type(exc).__name__}: {exc}"
+            for n, i in enumerate(rows):
+                verdict = verdicts[n] if verdicts is not None else None
+                if verdict is not None and verdict.grade is not None:
+                    scores[i] = verdict.score
+                else:
+                    scores[i] = self.failure_score
+                    problems.append(f"row {i}: {verdict.error if verdict is not None else reason}")
+        if problems:
+            warnings.warn(
+                f"JudgeReward: {len(problems)} row(s) scored {self.failure_score} for lack of a verdict; "
+                f"first: {problems[0][:300]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return scores
