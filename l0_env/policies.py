@@ -6,9 +6,8 @@ start over when ``info["step"] == 0`` (the info ``reset`` returns).
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
+from typing import Any
 
 import numpy as np
 
