@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks.files import StagedFile, stage_files
-from . import launcher
+from . import launcher, zygote
 from .bridge import Handler, ToolBridge, ToolCallError
 from .cell import CellEnd, CellResult, CellRun
 from .cgroups import SandboxCgroup
@@ -128,6 +128,9 @@ class SandboxedKernel:
         self.restarts = 0
         self._malformed = MalformedLog()
         self._oom_kills_seen = 0  # the sandbox cgroup's OOM kills already reported to the agent
+        # How the running kernel was started: "spawn", or "zygote" (config.kernel_start="zygote" and
+        # the fork worked; else it was spawned after a warning, see zygote.report_fallback).
+        self.start_mode = "spawn"
         try:
             self._start()
         except BaseException:
@@ -168,17 +171,10 @@ class SandboxedKernel:
         return sandbox_cgroup(self.config.limits, tag=os.path.basename(self.runtime_dir))
 
     def _start(self) -> None:
-        uid = self._uid_lease.uid if self._uid_lease else None
-        for name in os.listdir(self.runtime_dir):  # sockets of a previous kernel
-            if name != "bridge.sock":
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.runtime_dir, name))
-        if uid is not None:
-            os.chown(self.runtime_dir, uid, uid)  # the kernel creates its ipc sockets here
-        conn_file = os.path.join(self.runtime_dir, "kernel.json")
-        write_connection_file(conn_file, os.path.join(self.runtime_dir, "k"))
-        if uid is not None:
-            os.chown(conn_file, uid, uid)
+        if self.sandboxed and self.config.kernel_start == "zygote" and self._start_forked():
+            return
+        self.start_mode = "spawn"
+        uid, conn_file = self._prepare_runtime_dir()
         # No history database: it lives in the tmpfs home, and when the agent fills the disk its
         # writer thread prints "database or disk is full" into the agent's cell output.
         command = [*kernel_command(self.config.python), "-f", conn_file, "--quiet"]
@@ -210,6 +206,26 @@ class SandboxedKernel:
             )
         self._log = _OutputTail(self._proc.stdout)
         self._channels = KernelChannels(conn_file, self._malformed)
+        self._finish_start(uid, conn_file)
+
+    def _prepare_runtime_dir(self) -> tuple[int | None, str]:
+        """Clear a previous kernel's sockets, write a fresh connection file; returns the sandbox
+        uid (None: not root-sandboxed) and the connection file."""
+        uid = self._uid_lease.uid if self._uid_lease else None
+        for name in os.listdir(self.runtime_dir):  # sockets of a previous kernel
+            if name != "bridge.sock":
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.runtime_dir, name))
+        if uid is not None:
+            os.chown(self.runtime_dir, uid, uid)  # the kernel creates its ipc sockets here
+        conn_file = os.path.join(self.runtime_dir, "kernel.json")
+        write_connection_file(conn_file, os.path.join(self.runtime_dir, "k"))
+        if uid is not None:
+            os.chown(conn_file, uid, uid)
+        return uid, conn_file
+
+    def _finish_start(self, uid: int | None, conn_file: str) -> None:
+        """Wait for the started kernel, take the runtime dir back, install the tools."""
         self._wait_ready()
         if uid is not None:
             # Sockets exist now: take the directory and the connection file (read once, at start)
@@ -218,6 +234,34 @@ class SandboxedKernel:
             os.chown(self.runtime_dir, 0, 0)
             os.chmod(self.runtime_dir, 0o711)
         self._install_tools()
+
+    def _start_forked(self) -> bool:
+        """Start the kernel forked from the warm zygote into a sandbox like a spawned one's
+        (``zygote.py``). False when that fails: everything of the attempt is gone, a warning has
+        been given, and the caller spawns the kernel instead."""
+        uid, conn_file = self._prepare_runtime_dir()
+        try:
+            forked = zygote.start_kernel(
+                python=self.config.python,
+                conn_file=conn_file,
+                runtime_dir=self.runtime_dir,
+                limits=self.config.limits,
+                uid=uid,
+                cgroup=self._cgroup,
+                use_seccomp=self._seccomp,
+                files_dir=self.files_dir,
+                timeout=self.config.startup_timeout,
+            )
+            self._proc = forked.process
+            self._log = _OutputTail(forked.log)
+            self._channels = KernelChannels(conn_file, self._malformed)
+            self._finish_start(uid, conn_file)
+        except (zygote.ZygoteError, KernelStartError, OSError) as exc:
+            self._kill()
+            zygote.report_fallback(exc)
+            return False
+        self.start_mode = "zygote"
+        return True
 
     def _wait_ready(self) -> None:
         assert self._channels is not None and self._proc is not None and self._log is not None

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import l0_env
+from l0_env.kernel import zygote
 from l0_env.kernel.sandbox import SandboxLimits, check_bwrap
 from l0_env.tools.search import Hit, Page, PageNotFound, SearchBackend
 
@@ -28,6 +29,9 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(l0_env.__file__)))
 CELL_TIMEOUT = 60.0
 SHORT_CELL_TIMEOUT = 3.0
 LIMITS = SandboxLimits(disk_bytes=32 << 20, max_file_bytes=16 << 20, max_processes=64)
+# The whole suite runs with either start mode: L0_TEST_KERNEL_START=zygote runs every attack against
+# kernels forked from the warm zygote (l0_env/kernel/zygote.py) instead of spawned ones.
+KERNEL_START = os.environ.get("L0_TEST_KERNEL_START", "spawn")
 TASK = {"id": "t0", "question": "Who wrote the Analytical Engine notes?", "answers": ["Ada Lovelace"]}
 
 
@@ -37,6 +41,16 @@ def requires_bwrap() -> None:
     problem = check_bwrap()
     if problem is not None:
         pytest.skip(f"bubblewrap unavailable: {problem}")
+
+
+@pytest.fixture(autouse=True)
+def kernels_really_forked() -> Iterator[None]:
+    """In zygote mode a fallback to spawning would let the suite pass without testing forked
+    kernels: every test fails that caused one."""
+    before = zygote.fallbacks
+    yield
+    if KERNEL_START == "zygote":
+        assert zygote.fallbacks == before, "a zygote start fell back to spawning (see the warning logged)"
 
 
 class TinySearch(SearchBackend):
@@ -67,6 +81,7 @@ def make_env(**kwargs: Any) -> gym.Env:
         pool_size=0,
         max_steps=100,
         max_output_chars=2_000,
+        kernel_start=KERNEL_START,
     )
     options.update(kwargs)
     return gym.make("L0Notebook-v0", **options)
