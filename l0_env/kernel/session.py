@@ -55,6 +55,7 @@ _IN_KERNEL_THREADS_SOURCE = (_HERE / "in_kernel_threads.py").read_text(encoding=
 _IN_KERNEL_FILES = _HERE / "in_kernel_files.py"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 KERNEL_LOG_TAIL_BYTES = 8192
+IOPUB_PROBE_FIRST_S = 0.02
 
 
 @functools.lru_cache(maxsize=1)
@@ -284,14 +285,17 @@ class SandboxedKernel:
             )
         # The shell reply does not prove the iopub subscription is live (zmq's slow joiner): a
         # cell's messages published before it would be lost and the cell would hang to its
-        # timeout. Ask again until a status message arrives on iopub.
+        # timeout. Ask again until a status message arrives on iopub: soon at first (the subscription
+        # is usually live within a few ms), then less often.
+        wait = IOPUB_PROBE_FIRST_S
         while time.monotonic() < deadline:
             try:
-                msg = channels.recv("iopub", 0.2)
+                msg = channels.recv("iopub", wait)
             except queue.Empty:
                 if self._proc.poll() is not None:
                     break
                 channels.kernel_info()
+                wait = min(wait * 2, 0.2)
                 continue
             if msg["msg_type"] == "status":
                 channels.drain()

@@ -38,6 +38,10 @@ DRAIN_MAX_MESSAGES = 1_000  # per channel and call: a thread printing forever ca
 # full, several times over, in host memory: zmq drops the connection for anything larger.
 MAX_MESSAGE_BYTES = 64 << 20
 
+# The client connects before a fresh kernel has bound its sockets; zmq then retries every
+# RECONNECT_IVL (default 100 ms), which a kernel start waited out for its shell reply and again for
+# its iopub subscription. 10 ms costs nothing on local ipc sockets.
+RECONNECT_IVL_MS = 10
 _context_lock = threading.Lock()
 _zmq_context: zmq.Context | None = None
 _zmq_context_pid = -1
@@ -50,7 +54,16 @@ def client_context() -> zmq.Context:
         if _zmq_context is None or _zmq_context_pid != os.getpid():
             _zmq_context, _zmq_context_pid = zmq.Context(), os.getpid()
             _zmq_context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # default for new sockets
+            _zmq_context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         return _zmq_context
+
+
+def reset_client_context() -> None:
+    """Forget the process's client context: the next one takes the current settings (benchmarks).
+    Kernels connected through the old one keep it."""
+    global _zmq_context
+    with _context_lock:
+        _zmq_context = None
 
 
 def write_connection_file(path: str, ipc_base: str) -> None:
