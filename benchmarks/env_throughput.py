@@ -2,6 +2,7 @@
 
     python benchmarks/env_throughput.py                                  # sizes 1,8,32,64,128
     python benchmarks/env_throughput.py --sizes 1,8 --episodes-per-env 1 --json /tmp/tp.json
+    python benchmarks/env_throughput.py --sizes 16,64 --executors ours,gym-async --kernel-start spawn,zygote
 
 Workload: a scripted policy (no LLM), episodes of three steps, all envs in lockstep:
 
@@ -28,6 +29,14 @@ background load does not always hit the same one):
   the same cells: step 1 builds the hit list in Python instead of calling ``web_search`` (so it
   skips the host's BM25 work), step 3 prints the answer. Its "reset" does what a kernel start
   does before the process: a uid lease, the runtime directory and the sandbox's cgroup.
+
+``--kernel-start spawn,zygote`` runs ``ours`` and ``gym-async`` once per start mode (the env's
+``kernel_start``; rows ``ours (zygote)``, ``gym-async (zygote)``), in the same rotation as the
+executors, so both modes meet the same load; ``fresh-subprocess`` starts no kernel and runs once.
+In zygote mode each process that holds envs has its own fork server (``l0_env/kernel/zygote.py``):
+one for ``ours``, one per AsyncVectorEnv worker. A forked kernel is no descendant of the process
+that holds its sandbox (it is the zygote's), so the memory columns find it through its sandbox's
+PID namespace and count each zygote's whole tree (the zygote, its waiters, reapers and kernels).
 
 Measured per executor and N:
 
@@ -83,7 +92,7 @@ from common import (
 from env_latency import env_facts
 
 import l0_env
-from l0_env.kernel import launcher
+from l0_env.kernel import launcher, zygote
 from l0_env.kernel.cgroups import SandboxCgroup
 from l0_env.kernel.policy import resolve_sandbox, resolve_seccomp
 from l0_env.kernel.sandbox import (
@@ -97,6 +106,8 @@ from l0_env.kernel.sandbox import (
 from l0_env.vector import info_at
 
 EXECUTORS = ("ours", "gym-async", "fresh-subprocess")
+KERNEL_STARTS = ("spawn", "zygote")
+KERNEL_EXECUTORS = ("ours", "gym-async")  # the executors that start kernels (fresh-subprocess does not)
 STEPS_PER_EPISODE = 3
 TRIVIAL_CELL = "x = 1"
 MiB = 1 << 20
@@ -190,16 +201,76 @@ def host_uss() -> int:
     return psutil.Process().memory_full_info().uss
 
 
-def children_memory() -> dict[str, Any]:
-    """PSS/USS/RSS summed over every descendant tree of this process, and how many kernels."""
-    total = {"pss": 0, "uss": 0, "rss": 0, "kernels": 0, "processes": 0}
-    for child in psutil.Process().children(recursive=False):
+_zygotes_seen: dict[int, psutil.Process] = {}  # zygotes and orphaned waiters, for the leak check
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+ZYGOTE_MARKER = "l0-zygote"  # the fork server's argv[3] (zygote.py starts it so)
+
+
+def _is_zygote(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return ZYGOTE_MARKER in proc.cmdline()[3:4]
+    return False
+
+
+def zygotes_of(roots: list[psutil.Process]) -> list[psutil.Process]:
+    """The process trees that hold the forked kernels of the sandboxes under ``roots``.
+
+    A forked kernel is the zygote's descendant (zygote, waiter, reaper, kernel), not the sandbox
+    holder's, but it lives in its sandbox's PID namespace: find the processes of those namespaces
+    outside ``roots``' trees and walk up past the namespace to the waiter. Its parent is the
+    zygote (whose whole tree is counted), or, once a recycled zygote has exited, whatever adopted
+    the waiter (then only the waiter's tree is counted).
+    """
+    ours: set[int] = set()
+    for root in roots:
         with contextlib.suppress(psutil.Error):
-            tree = tree_memory(child)
+            ours.update(p.pid for p in [root, *root.children(recursive=True)])
+    namespaces = {_pid_namespace(pid) for pid in ours} - {_pid_namespace(os.getpid()), None}
+    if not namespaces:
+        return []
+    zygotes: dict[int, psutil.Process] = {}
+    orphans: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        if proc.pid in ours or _pid_namespace(proc.pid) not in namespaces:
+            continue
+        with contextlib.suppress(psutil.Error):
+            up: psutil.Process | None = proc
+            while up is not None and _pid_namespace(up.pid) in namespaces:
+                up = up.parent()
+            if up is None:
+                continue
+            parent = up.parent()  # up: the waiter, outside the sandbox
+            if parent is not None and _is_zygote(parent):
+                zygotes[parent.pid] = parent
+            else:
+                orphans[up.pid] = up
+    _zygotes_seen.update(zygotes)
+    _zygotes_seen.update(orphans)
+    return [*zygotes.values(), *orphans.values()]
+
+
+def children_memory() -> dict[str, Any]:
+    """PSS/USS/RSS summed over every descendant tree of this process and over the trees of the
+    zygotes that forked kernels into its sandboxes; how many kernels (forked ones apart)."""
+    total = {"pss": 0, "uss": 0, "rss": 0, "kernels": 0, "forked_kernels": 0, "processes": 0}
+    children = psutil.Process().children(recursive=False)
+    trees = [(child, "kernels") for child in children]
+    trees += [(z, "forked_kernels") for z in zygotes_of(children)]
+    for root, kind in trees:
+        with contextlib.suppress(psutil.Error):
+            tree = tree_memory(root)
             for key in ("pss", "uss", "rss"):
                 total[key] = None if total[key] is None or tree[key] is None else total[key] + tree[key]
             total["processes"] += len(tree["processes"])
-            total["kernels"] += sum(is_kernel(p) for p in [child, *child.children(recursive=True)])
+            total[kind] += sum(is_kernel(p) for p in [root, *root.children(recursive=True)])
     return total
 
 
@@ -213,6 +284,7 @@ def memory_per_env(n: int, uss_before: int) -> dict[str, Any]:
         "rss_per_env": (mem["rss"] + growth) / n,
         "host_uss_growth_per_env": growth / n,
         "kernels": mem["kernels"],
+        "forked_kernels": mem["forked_kernels"],
         "processes": mem["processes"],
     }
 
@@ -261,13 +333,18 @@ class Tally:
         }
 
 
-def run_ours(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
+def run_ours(n: int, episodes: int, sandbox: str, seed: int, kernel_start: str = "spawn") -> dict[str, Any]:
     uss0 = host_uss()
     tally = Tally()
     s0 = time.perf_counter()
+    fallbacks0 = zygote.fallbacks
     with contextlib.ExitStack() as stack:
         vec = gym.make_vec(
-            l0_env.ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", sandbox=sandbox
+            l0_env.ENV_ID,
+            num_envs=n,
+            vectorization_mode="vector_entry_point",
+            sandbox=sandbox,
+            kernel_start=kernel_start,
         )
         stack.callback(vec.close)
         inner = vec.unwrapped
@@ -296,10 +373,12 @@ def run_ours(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         memory = memory_per_env(n, uss0)
         pool_failures = inner.kernel_pool.start_failures
-    return tally.result(n, wall, memory, pool_failures)
+    result = tally.result(n, wall, memory, pool_failures)
+    result["zygote_fallbacks"] = zygote.fallbacks - fallbacks0  # forks that spawned instead
+    return result
 
 
-def run_async(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
+def run_async(n: int, episodes: int, sandbox: str, seed: int, kernel_start: str = "spawn") -> dict[str, Any]:
     uss0 = host_uss()
     tally = Tally()
     s0 = time.perf_counter()
@@ -311,6 +390,7 @@ def run_async(n: int, episodes: int, sandbox: str, seed: int) -> dict[str, Any]:
             vector_kwargs={"shared_memory": False, "context": "spawn"},
             wrappers=[TimedEnv],
             sandbox=sandbox,
+            kernel_start=kernel_start,
         )
         stack.callback(vec.close)
         _, infos = vec.reset(seed=seed)
@@ -515,16 +595,18 @@ def goal_lines(facts: dict[str, Any]) -> list[str]:
             f"{mib(pss)} MiB PSS per env (goal: 0 and <= 60)"
         )
     at64 = res.get("64", {})
-    ours, asy = at64.get("ours"), at64.get("gym-async")
-    if not ours or not asy or "error" in ours or "error" in asy:
-        lines.append("NOT RUN  ours >= 3x AsyncVectorEnv steps/s at N=64 (a run is missing)")
-    else:
-        ratio = ours["steps_per_s"] / asy["steps_per_s"]
-        capped = f" (async capped to {asy['envs']} envs)" if asy["envs"] != 64 else ""
-        lines.append(
-            f"{'PASS' if ratio >= 3 else 'FAIL'}     ours {ours['steps_per_s']:.1f} vs async "
-            f"{asy['steps_per_s']:.1f} steps/s at N=64: {ratio:.2f}x (goal: >= 3x){capped}"
-        )
+    for mode in facts["inputs"].get("kernel_start", ["spawn"]):
+        ours, asy = at64.get(label("ours", mode)), at64.get("gym-async")
+        what = "ours" if mode == "spawn" else label("ours", mode)
+        if not ours or not asy or "error" in ours or "error" in asy:
+            lines.append(f"NOT RUN  {what} >= 3x AsyncVectorEnv steps/s at N=64 (a run is missing)")
+        else:
+            ratio = ours["steps_per_s"] / asy["steps_per_s"]
+            capped = f" (async capped to {asy['envs']} envs)" if asy["envs"] != 64 else ""
+            lines.append(
+                f"{'PASS' if ratio >= 3 else 'FAIL'}     {what} {ours['steps_per_s']:.1f} vs async "
+                f"{asy['steps_per_s']:.1f} steps/s at N=64: {ratio:.2f}x (goal: >= 3x){capped}"
+            )
     over = res.get("overhead")
     if over:
         ratio = over["fresh-subprocess"]["p50_ms"] / over["ours"]["p50_ms"]
@@ -540,10 +622,11 @@ def print_report(facts: dict[str, Any]) -> None:
     print(machine_line(m))
     print(load_line(m["loadavg_1min_start"], m["loadavg_1min_end"]))
     print(versions_line(v))
+    starts = inp.get("kernel_start", ["spawn"])
     print(
         f"inputs:   sandbox={inp['sandbox']} (bubblewrap used: {inp['bwrap_used']}), sizes={inp['sizes']}, "
         f"episodes/env={inp['episodes_per_env']} x {STEPS_PER_EPISODE} steps, executors={inp['executors']}, "
-        f"overhead reps={inp['overhead_n']}"
+        f"overhead reps={inp['overhead_n']}" + ("" if starts == ["spawn"] else f", kernel starts={starts}")
     )
     print("workload: 1) hits = web_search(question, k=3); print(hits[0]['title'])  2) print(sum(i*i for i in")
     print("          range(10000)))  3) submit_final_answer(gold); fresh-subprocess runs a tool-free version")
@@ -592,7 +675,8 @@ def print_report(facts: dict[str, Any]) -> None:
                 mib(mem["pss_per_env"]),
                 mib(mem["uss_per_env"]),
                 mib(mem["rss_per_env"]),
-                str(mem["kernels"]),
+                str(mem["kernels"])
+                + (f"+{mem['forked_kernels']} forked" if mem.get("forked_kernels") else ""),
                 str(r["start_failures"]),
                 str(r["cells_not_ok"]),
             ]
@@ -623,13 +707,40 @@ def print_report(facts: dict[str, Any]) -> None:
     print()
     for line in goal_lines(facts):
         print(line)
+    left = facts["leftover"]
     print(
-        f"\nleak check: {facts['leftover']['kernels']} kernel processes and "
-        f"{facts['leftover']['processes']} other child processes left after closing everything"
+        f"\nleak check: {left['kernels']} kernel processes and "
+        f"{left['processes']} other child processes left after closing everything"
+        + (
+            f"; {left['zygote_processes']} processes of the zygotes seen"
+            if "zygote_processes" in left
+            else ""
+        )
     )
 
 
 # -- main ----------------------------------------------------------------------------------------------
+
+
+def label(executor: str, kernel_start: str) -> str:
+    """The row name: the executor, and the start mode where it is not the default."""
+    return executor if kernel_start == "spawn" else f"{executor} ({kernel_start})"
+
+
+def zygote_leftovers(wait_s: float = 10.0) -> int:
+    """Processes still alive in the trees of the zygotes seen, after stopping this process's own
+    (an async worker's zygote ends when its worker does)."""
+    zygote.shutdown()
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for proc in _zygotes_seen.values():
+            with contextlib.suppress(psutil.Error):
+                tree = [proc, *proc.children(recursive=True)]
+                alive += [p for p in tree if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return len(alive)
+        time.sleep(0.2)
 
 
 def async_cap(n: int, per_env: float) -> int:
@@ -644,6 +755,11 @@ def main() -> None:
     parser.add_argument("--executors", default=",".join(EXECUTORS), help="subset of " + ",".join(EXECUTORS))
     parser.add_argument("--sandbox", choices=("bwrap", "none", "auto"), default="bwrap")
     parser.add_argument("--overhead-n", type=int, default=30, help="trivial-cell repetitions per executor")
+    parser.add_argument(
+        "--kernel-start",
+        default="spawn",
+        help="comma-separated kernel start modes (spawn, zygote) for the executors that start kernels",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write all numbers here")
     args = parser.parse_args()
@@ -653,12 +769,18 @@ def main() -> None:
         parser.error("--sizes must be ints >= 1, --episodes-per-env >= 1, --overhead-n >= 2")
     if unknown := set(executors) - set(EXECUTORS):
         parser.error(f"unknown executors {sorted(unknown)}; choose from {EXECUTORS}")
+    starts = list(dict.fromkeys(m.strip() for m in args.kernel_start.split(",") if m.strip()))
+    if not starts or set(starts) - set(KERNEL_STARTS):
+        parser.error(f"--kernel-start must name some of {KERNEL_STARTS}, got {args.kernel_start!r}")
+    # (executor, start mode) pairs, rotated together per size; fresh-subprocess starts no kernel.
+    runs = [(e, m) for e in executors for m in (starts if e in KERNEL_EXECUTORS else starts[:1])]
     facts = env_facts(
         args.sandbox,
         sizes=sizes,
         episodes_per_env=args.episodes_per_env,
         executors=executors,
         overhead_n=args.overhead_n,
+        kernel_start=starts,
         command=" ".join([os.path.basename(sys.executable), *sys.argv]),
     )
     facts["notes"] = []
@@ -670,17 +792,18 @@ def main() -> None:
         for k, n in enumerate(sizes):
             by_exec: dict[str, Any] = {}
             facts["results"][str(n)] = by_exec
-            order = executors[k % len(executors) :] + executors[: k % len(executors)]
-            for name in order:
+            order = runs[k % len(runs) :] + runs[: k % len(runs)]
+            for executor, mode in order:
+                name = label(executor, mode)
                 print(
                     f"[{time.strftime('%H:%M:%S')}] N={n} {name} (load {os.getloadavg()[0]:.1f})", flush=True
                 )
                 try:
-                    if name == "ours":
-                        by_exec[name] = run_ours(n, args.episodes_per_env, args.sandbox, args.seed)
-                    elif name == "gym-async":
+                    if executor == "ours":
+                        by_exec[name] = run_ours(n, args.episodes_per_env, args.sandbox, args.seed, mode)
+                    elif executor == "gym-async":
                         cap = async_cap(n, async_per_env)
-                        by_exec[name] = run_async(cap, args.episodes_per_env, args.sandbox, args.seed)
+                        by_exec[name] = run_async(cap, args.episodes_per_env, args.sandbox, args.seed, mode)
                     else:
                         by_exec[name] = run_fresh(n, args.episodes_per_env, args.sandbox, tasks)
                 except Exception as exc:  # one executor failing does not hide the others' numbers
@@ -688,7 +811,11 @@ def main() -> None:
                     print(f"  failed: {by_exec[name]['error']}", flush=True)
                     continue
                 r = by_exec[name]
-                if name == "gym-async":
+                if r.get("zygote_fallbacks"):
+                    facts["notes"].append(
+                        f"{name} at N={n}: {r['zygote_fallbacks']} kernel starts fell back to spawning"
+                    )
+                if executor == "gym-async":
                     async_per_env = max(async_per_env, 1.15 * (r["memory"]["pss_per_env"] or 0))
                     if r["envs"] < n:
                         facts["notes"].append(
@@ -707,6 +834,8 @@ def main() -> None:
         left = [p for p in descendants() if not is_resource_tracker(p)]
         kernels = [p for p in left if is_kernel(p)]
         facts["leftover"] = {"kernels": len(kernels), "processes": len(left) - len(kernels)}
+        if "zygote" in starts:
+            facts["leftover"]["zygote_processes"] = zygote_leftovers()
         if left:
             print(f"WARNING: processes survived close(): {[(p.pid, p.name()) for p in left]}")
     print()

@@ -8,6 +8,7 @@ attack suite also runs in zygote mode: ``L0_TEST_KERNEL_START=zygote pytest test
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -66,7 +68,7 @@ INSPECT = textwrap.dedent(
         'task_files': writable('/task_files'), 'usr': writable('/usr'),
         'env': sorted(os.environ), 'pid1': open('/proc/1/cmdline').read().split('\\0')[0].rsplit('/', 1)[-1],
         'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),
-        'mypid': os.getpid(), 'root': sorted(os.listdir('/')),
+        'mypid': os.getpid(), 'ppid': os.getppid(), 'root': sorted(os.listdir('/')),
     }))
     """
 )
@@ -88,7 +90,7 @@ def inspect(kernel: SandboxedKernel) -> dict:
 
 def ids_of(report: dict) -> dict:
     """A report without what differs between any two kernels (pids, the leased uid's number)."""
-    return {k: v for k, v in report.items() if k not in ("pids", "mypid", "uid")}
+    return {k: v for k, v in report.items() if k not in ("pids", "mypid", "ppid", "uid")}
 
 
 # -- configuration and pure parts ---------------------------------------------------------------------
@@ -177,8 +179,10 @@ def test_forked_kernel_is_confined_exactly_like_a_spawned_one(kernel):
     assert forked["task_files"] == forked["usr"] == "Read-only file system"
     assert set(kernel_environment()) < set(forked["env"])  # and what ipykernel adds, as spawned
     assert forked["pid1"] == "bwrap"
-    # Its own PID namespace: bubblewrap (1), the holder (2) and the kernel, nothing of the host.
-    assert forked["pids"] == [1, 2, forked["mypid"]], forked["pids"]
+    # Its own PID namespace: bubblewrap (1), the holder (2), the reaper (the kernel's parent) and
+    # the kernel, nothing of the host. A spawned kernel's parent is bubblewrap's pid 1.
+    assert forked["pids"] == [1, 2, forked["ppid"], forked["mypid"]], forked
+    assert spawned["ppid"] == 1 and spawned["pids"] == [1, spawned["mypid"]], spawned
 
 
 def test_forked_kernel_has_no_capability_at_all(kernel):
@@ -242,6 +246,139 @@ def _zygote_control_fd(pid: int) -> int:
     ]
     assert len(fds) == 1, fds  # the control socket is the zygote's only socket
     return fds[0]
+
+
+def test_kernels_parent_is_in_its_namespace_and_out_of_reach(kernel):
+    """The reaper (the kernel's parent, see zygote_child) is a pid of the sandbox's namespace that
+    the kernel cannot signal, trace or look into, as bubblewrap's pid 1 is for a spawned kernel."""
+    code = textwrap.dedent(
+        """
+        import ctypes, errno, os, signal
+        out, ppid = {}, os.getppid()
+        out['ppid'] = ppid
+        for name, pid in (('parent', ppid), ('init', 1)):
+            for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP, 0):
+                try:
+                    os.kill(pid, sig)
+                    out[f'{name} {int(sig)}'] = 'sent'
+                except OSError as exc:
+                    out[f'{name} {int(sig)}'] = errno.errorcode[exc.errno]
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.ptrace(16, ppid, None, None)  # PTRACE_ATTACH
+        out['ptrace'] = errno.errorcode[ctypes.get_errno()] if rc == -1 else 'attached'
+        for what in ('environ', 'mem', 'maps', 'fd', 'root', 'cwd'):
+            try:
+                path = f'/proc/{ppid}/{what}'
+                (os.listdir if what == 'fd' else os.readlink if what in ('root', 'cwd') else
+                 lambda p: open(p, 'rb').read(1))(path)
+                out[what] = 'read'
+            except OSError as exc:
+                out[what] = errno.errorcode[exc.errno]
+        status = dict(l.rstrip('\\n').split(':\\t', 1) for l in open(f'/proc/{ppid}/status') if ':\\t' in l)
+        out['status'] = {k: status[k] for k in ('Uid', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb',
+                                                 'NoNewPrivs', 'Seccomp')}
+        out['cmdline'] = open(f'/proc/{ppid}/cmdline').read().strip('\\0 ')
+        print(out)
+        """
+    )
+    result = kernel.execute(code)
+    assert result.status == "ok", result.text
+    out = ast.literal_eval(result.text)
+    assert out["ppid"] not in (0, 1, 2), out  # 0: a parent outside the namespace
+    refused = {f"{name} {sig}": "EPERM" for name in ("parent", "init") for sig in (9, 15, 19, 0)}
+    assert {k: out[k] for k in refused} == refused
+    assert out["ptrace"] == "EPERM"
+    assert all(out[w] == "EACCES" for w in ("environ", "mem", "maps", "fd", "root", "cwd")), out
+    zero = "0000000000000000"
+    assert out["status"] == {
+        "Uid": "0\t0\t0\t0",
+        **{k: zero for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+    }, out["status"]
+    assert out["cmdline"] == "l0-kernel-reaper"
+    # From the host: the reaper holds no descriptor, shares every namespace of the kernel's
+    # sandbox, and is in none of the sandbox's cgroups (it costs the kernel no pid).
+    kernel_pid = _kernel_host_pid(kernel)
+    reaper = psutil.Process(kernel_pid).parent()
+    assert reaper is not None and reaper.cmdline() == ["l0-kernel-reaper"]
+    assert os.listdir(f"/proc/{reaper.pid}/fd") == []
+    for name in ("pid", "mnt", "net", "ipc", "uts", "cgroup"):
+        assert os.readlink(f"/proc/{reaper.pid}/ns/{name}") == os.readlink(f"/proc/{kernel_pid}/ns/{name}")
+    assert _pid_namespace_children_of(reaper.pid) == [kernel_pid]
+    sandbox_cgroups = set(kernel._cgroup.dirs.values()) if kernel._cgroup is not None else set()
+    for directory in sandbox_cgroups:
+        procs = Path(directory, "cgroup.procs").read_text().split()
+        assert str(kernel_pid) in procs and str(reaper.pid) not in procs
+
+
+def _pid_namespace_children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        return [int(p) for p in f.read().split()]
+
+
+FORK_UNTIL_REFUSED = textwrap.dedent(
+    """
+    import os
+    r, w = os.pipe()
+    kids, err = [], None
+    while len(kids) < 500:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            err = exc.errno
+            break
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        kids.append(pid)
+    threads = len(os.listdir('/proc/self/task'))
+    os.close(w)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    print(len(kids) + threads, err)
+    """
+)
+
+
+def test_process_limit_costs_a_forked_kernel_only_the_holder(kernel):
+    """Under the same RLIMIT_NPROC and pids.max, a forked kernel's processes and threads number
+    exactly one fewer than a spawned kernel's (the holder, of the kernel's uid and in the sandbox's
+    cgroup); the reaper (uid 0, outside the cgroup) costs nothing."""
+    forked = kernel.execute(FORK_UNTIL_REFUSED)
+    with SandboxedKernel(SPAWN_CONFIG) as spawned_kernel:
+        spawned = spawned_kernel.execute(FORK_UNTIL_REFUSED)
+    assert forked.status == spawned.status == "ok", (forked.text, spawned.text)
+    forked_tasks, forked_err = forked.text.split()
+    spawned_tasks, spawned_err = spawned.text.split()
+    assert forked_err == spawned_err == "11", (forked.text, spawned.text)  # EAGAIN
+    assert int(spawned_tasks) <= LIMITS.max_processes
+    assert int(forked_tasks) == int(spawned_tasks) - 1, (forked.text, spawned.text)
+
+
+def test_unconfined_reaper_means_no_kernel(monkeypatch):
+    """If the reaper cannot confine itself, the forked kernel refuses to start (no agent code runs
+    beside it) and the start falls back to spawning, loudly."""
+    confine = "    clear_capability_sets()  # uid 0 stays"
+    assert zygote._ZYGOTE_SOURCE.count(confine) == 1
+    monkeypatch.setattr(zygote, "_ZYGOTE_SOURCE", zygote._ZYGOTE_SOURCE.replace(confine, "    pass  #"))
+    monkeypatch.setattr(zygote, "_warned", False)
+    zygote.shutdown()
+    before = zygote.fallbacks
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            k = SandboxedKernel(CONFIG)
+        with k:
+            assert k.start_mode == "spawn"
+            assert k.execute("print(6 * 7)").text == "42"
+        assert zygote.fallbacks == before + 1
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "error in the kernel's reaper" in messages[0], messages
+        assert "CapPrm" in messages[0], messages
+    finally:
+        zygote.shutdown()
 
 
 def test_two_episodes_cannot_see_each_other(kernel):
@@ -337,7 +474,8 @@ def test_zygote_is_recycled_every_n_kernels(monkeypatch):
     for _ in range(3):
         with SandboxedKernel(CONFIG) as k:
             assert k.start_mode == "zygote"
-            waiter = psutil.Process(_kernel_host_pid(k)).parent()
+            reaper = psutil.Process(_kernel_host_pid(k)).parent()
+            waiter = reaper.parent() if reaper is not None else None
             assert waiter is not None
             pids.append(waiter.ppid())  # the zygote that forked it
     assert pids[0] == pids[1] != pids[2]
@@ -363,6 +501,32 @@ def test_failed_fork_falls_back_to_spawn_loudly(monkeypatch):
         k2.close()
 
 
+def test_descriptors_past_select_limit(monkeypatch):
+    """A host with many kernels holds descriptors past select()'s FD_SETSIZE (1024): at N=64 a
+    vector env does. The zygote's control socket, pidfd and pipes are waited on with poll."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1400")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    filler: list[int] = []
+    zygote.shutdown()  # the next start makes a zygote whose descriptors are all past 1024
+    before = zygote.fallbacks
+    try:
+        while not filler or filler[-1] < 1100:
+            filler.append(os.open("/dev/null", os.O_RDONLY))
+        with SandboxedKernel(CONFIG) as k:
+            assert k.start_mode == "zygote" and zygote.fallbacks == before
+            assert k.execute("print(6 * 7)").text == "42"
+            assert zygote.shared_zygote(CONFIG.python, 60)._sock.fileno() > 1024
+    finally:
+        for fd in filler:
+            os.close(fd)
+        zygote.shutdown()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_close_leaves_no_process():
     k = SandboxedKernel(CONFIG)
     assert k.start_mode == "zygote"
@@ -371,8 +535,10 @@ def test_close_leaves_no_process():
     bwrap = psutil.Process(k.pid)
     tree = [bwrap, *bwrap.children(recursive=True)]
     kernel_proc = psutil.Process(_kernel_host_pid(k))
-    waiter = kernel_proc.parent()
-    mine = [*tree, kernel_proc, *kernel_proc.children(recursive=True)]
+    reaper = kernel_proc.parent()
+    assert reaper is not None and reaper.cmdline() == ["l0-kernel-reaper"]
+    waiter = reaper.parent()
+    mine = [*tree, reaper, kernel_proc, *kernel_proc.children(recursive=True)]
     assert waiter is not None and waiter.ppid() == z.pid  # the waiter: the zygote's child, outside
     assert any(p.name() == "sleep" for p in mine)
     k.close()

@@ -15,10 +15,16 @@ How one kernel starts (``start_kernel``), root host:
    (``/proc/<holder>/ns/*``; it checks that pid, mount, network, IPC and UTS namespaces are not
    the host's), the sandbox cgroup's ``cgroup.procs`` files, a log pipe and a status pipe, and
    sends them to the zygote over its private socket;
-3. the zygote forks a *waiter*, which joins the sandbox's PID namespace and forks the kernel
-   (PID namespaces apply to children); the waiter stays outside the sandbox, reaps the kernel and
-   writes its exit status into the FIFO, so the holder, and with it bubblewrap, exits with the
-   kernel's status exactly when the kernel dies (as a spawned kernel's bubblewrap does);
+3. the zygote forks a *waiter*, which joins the sandbox's PID namespace and forks a *reaper*
+   (PID namespaces apply to children), which forks the kernel. The reaper is the kernel's parent
+   inside the sandbox (``os.getppid()`` is its pid there, as bubblewrap's pid 1 is a spawned
+   kernel's): it joins the sandbox's other namespaces, closes every descriptor and confines
+   itself like the kernel but stays uid 0 (every capability set empty, not dumpable,
+   ``no_new_privs``, the seccomp program, all verified), so the kernel cannot signal, trace or
+   inspect it; then it only waits for the kernel and exits with its status. The waiter stays
+   outside the sandbox, reaps the reaper and writes that status into the FIFO, so the holder, and
+   with it bubblewrap, exits with the kernel's status exactly when the kernel dies (as a spawned
+   kernel's bubblewrap does);
 4. the kernel (``zygote_child._become_kernel``), before anything of the agent runs: new session,
    joins the cgroup and the IPC, UTS, network, cgroup and mount namespaces; chdir to the home;
    stdin ``/dev/null``, stdout and stderr the log pipe; closes every other descriptor; the same
@@ -27,7 +33,8 @@ How one kernel starts (``start_kernel``), root host:
    ``no_new_privs``; the same seccomp program as ``bwrap --seccomp`` loads; then reads back
    ``/proc/self/status`` and refuses to go on unless CapInh/Prm/Eff/Bnd/Amb are 0, NoNewPrivs 1,
    Seccomp 2 and the uid/gid are the leased one; the environment becomes ``kernel_environment()``;
-   ``random`` is reseeded; then ipykernel starts with the launcher's argv semantics
+   ``random`` is reseeded; it waits for the reaper's word that it is confined (a failed reaper
+   makes the kernel refuse to start); then ipykernel starts with the launcher's argv semantics
    (``kernel_main.main``: ``-f <conn> --quiet --HistoryManager.enabled=False``, no debugpy).
 
 The zygote is reachable only through a ``socketpair`` made by the host and inherited by the zygote
@@ -52,12 +59,13 @@ Differences from a spawned kernel (the trade-offs):
 * bubblewrap's kernel keeps an inheritable and bounding capability set (empty effective and
   permitted sets, ``no_new_privs``); a forked kernel has all five empty;
 * the session id is the kernel's own (``setsid``) instead of bubblewrap's pid 1's;
-* the kernel's parent is the waiter, outside its PID namespace, so ``os.getppid()`` is 0 instead
-  of 1 (bubblewrap): ``os.kill(os.getppid(), 9)`` is ``kill(0, 9)``, which kills the kernel's own
-  process group (the kernel), where a spawned kernel gets ``EPERM``. Nothing outside is reached,
-  but it is a difference (``tests/security/test_host_attacks.py::test_kill_parent_and_kill_
-  everything`` expects ``parent 1 PermissionError``). Reparenting the kernel to bubblewrap's pid 1
-  would remove it and lose the kernel's exit status (only a parent can read it);
+* the kernel's parent is the reaper, a pid of its namespace other than 1 (pid 1 is bubblewrap's,
+  2 the holder's, 3 the reaper's): ``os.kill(os.getppid(), 9)`` and ``os.kill(1, 9)`` fail with
+  ``EPERM`` as for a spawned kernel, whose parent is pid 1. The reaper is one more process in the
+  sandbox's PID namespace, of uid 0, in no sandbox cgroup: it costs the kernel's uid no process
+  (root is exempt from ``RLIMIT_NPROC``, and it is not the kernel's uid) and the sandbox's
+  ``pids.max`` no pid; it is visible in the kernel's ``/proc`` (its status and its command line
+  ``l0-kernel-reaper``; not its memory, descriptors or environment);
 * the zygote is detached from the host's process tree (it is no child of the host process; the
   host holds a pidfd and the socket), so code that lists the host's children sees sandboxes only.
 
@@ -188,6 +196,7 @@ class Zygote:
         self.timeout = timeout
         self.forks = 0
         self._lock = threading.Lock()
+        self._close_lock = threading.Lock()  # two closers must not both close the pidfd
         self._closed = False
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = host
@@ -244,8 +253,7 @@ class Zygote:
                     else []
                 )
                 self._sock.sendmsg([data], ancillary)
-                ready, _, _ = select.select([self._sock], [], [], self.timeout)
-                reply = self._sock.recv(1 << 20) if ready else b""
+                reply = self._sock.recv(1 << 20) if _wait_readable(self._sock.fileno(), self.timeout) else b""
             except OSError as exc:
                 raise ZygoteError(f"zygote unreachable: {exc}; {self._why()}") from None
             if not reply:
@@ -270,10 +278,13 @@ class Zygote:
         return int(reply["pid"])
 
     def close(self) -> None:
-        """Stop the zygote (kernels it forked live on). Idempotent."""
+        """Stop the zygote (kernels it forked live on). Idempotent; safe while another thread is
+        in a request (that request fails with ZygoteError)."""
+        with self._close_lock:
+            self._close()
+
+    def _close(self) -> None:
         self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.close()  # alone this ends it within a second; the signal ends it now
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 self._proc.kill()
@@ -283,12 +294,25 @@ class Zygote:
         if pidfd is not None:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                select.select([pidfd], [], [], 10)
+                _wait_readable(pidfd, 10)
             os.close(pidfd)
+        # Only now, under the lock: a request in flight has seen the zygote's end close and
+        # returned. Closing the socket under it would free its descriptor number for reuse by
+        # another thread's open, and a fork request (with its descriptors) could go there.
+        with self._lock, contextlib.suppress(OSError):
+            self._sock.close()
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is readable (or at its end) within ``timeout`` seconds. poll, not select:
+    a host with many kernels has descriptors past select's FD_SETSIZE (1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def _readable(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+    return _wait_readable(fd, 0)
 
 
 def _int_array(values: Sequence[int]) -> Any:
@@ -401,7 +425,7 @@ def _open_holder_namespaces(bwrap_pid: int) -> dict[str, int]:
         for name in NAMESPACES:
             fds["ns_" + name] = os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         # The holder still lives, so the files are its namespaces, not a recycled pid's.
-        if select.select([pidfd], [], [], 0)[0]:
+        if _readable(pidfd):
             raise ZygoteError("the holder exited while its namespaces were opened")
         for name in MUST_DIFFER:
             if os.fstat(fds["ns_" + name]).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
@@ -435,8 +459,7 @@ def _wait_for_holder(fifo: str, proc: subprocess.Popen, deadline: float) -> int:
 def _read_status(fd: int, deadline: float) -> str:
     data = b""
     while not data.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
+        if not _wait_readable(fd, deadline - time.monotonic()):
             raise ZygoteError("the forked kernel did not report its confinement in time")
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -449,7 +472,7 @@ def _drain(fd: int) -> str:
     """What is in a pipe now, without blocking (the last 2,000 characters)."""
     data = b""
     with contextlib.suppress(OSError):
-        while select.select([fd], [], [], 0)[0] and (chunk := os.read(fd, 65536)):
+        while _readable(fd) and (chunk := os.read(fd, 65536)):
             data = (data + chunk)[-2000:]
     return data.decode(errors="replace").strip() or "(empty)"
 
@@ -559,8 +582,9 @@ def start_kernel(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         discard(zygote)  # after any error: its state is not trusted
-        if isinstance(exc, OSError):
-            raise ZygoteError(f"zygote start failed: {exc}") from exc
+        if isinstance(exc, Exception) and not isinstance(exc, ZygoteError):
+            # Any failure falls back to a spawned kernel (loudly), never fails the start.
+            raise ZygoteError(f"zygote start failed: {type(exc).__name__}: {exc}") from exc
         raise
     finally:
         if status_r >= 0:

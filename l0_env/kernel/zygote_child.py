@@ -17,12 +17,29 @@ Protocol (``SOCK_SEQPACKET``, the socket the host passes as fd ``argv[2]``; nobo
    pipe and the holder's FIFO. The zygote forks and answers ``{"ok": true, "pid": <waiter>}`` at
    once; the kernel itself reports on the status pipe.
 
-Per kernel (see :func:`_become_kernel`): a *waiter* child joins the sandbox's PID namespace (which
-applies to its children only) and forks the kernel; the waiter stays outside the sandbox, reaps
-the kernel and writes its exit status into the holder's FIFO, so the holder (and with it the
-sandbox, as when a spawned kernel exits) ends with the kernel's exit status. The kernel joins the
-cgroup and the other namespaces, then drops everything a spawned kernel does not have before any
-agent code can run.
+Per kernel, three processes (see :func:`_waiter`, :func:`_reaper`, :func:`_become_kernel`):
+
+* a *waiter* child of the zygote joins the sandbox's PID namespace (which applies to its children
+  only) and forks the reaper; it stays outside the sandbox, reaps the reaper and writes the exit
+  status it got into the holder's FIFO, so the holder (and with it the sandbox, as when a spawned
+  kernel exits) ends with the kernel's exit status;
+* the *reaper*, the first process of the sandbox's PID namespace from the zygote, forks the kernel
+  and is its parent, so the kernel's ``os.getppid()`` is a pid of its own namespace (as under
+  bubblewrap, whose pid 1 is a spawned kernel's parent) and not 0. It joins the other namespaces
+  too, closes every descriptor, and confines itself like the kernel but *stays uid 0*: every
+  capability set empty, not dumpable, ``no_new_privs``, the seccomp program, verified in
+  ``/proc/self/status``. A different uid without ``CAP_KILL`` cannot signal it, so the kernel's
+  ``os.kill(os.getppid(), 9)`` fails with ``EPERM`` exactly as against bubblewrap's pid 1; without
+  ``CAP_SYS_PTRACE`` and with another uid the kernel cannot trace it or read its memory, fds or
+  environment in ``/proc``. It does nothing but wait for the kernel and exit with the kernel's
+  status (the code, or 128 + the signal), which the waiter passes on. Root is exempt from
+  ``RLIMIT_NPROC`` and the reaper stays in the zygote's cgroup, so it costs the kernel's uid no
+  process and the sandbox's ``pids.max`` no pid (nor its memory: an OOM in the sandbox cannot
+  kill it, so the kernel's status is still reported); it dies with the sandbox's PID namespace;
+* the kernel joins the cgroup and the other namespaces, then drops everything a spawned kernel
+  does not have; before it reports "ok" it waits until the reaper says it is confined (a pipe:
+  one byte, or end of file if the reaper failed, and then the kernel refuses to start), so no
+  agent code runs beside an unconfined reaper.
 """
 
 from __future__ import annotations
@@ -206,9 +223,9 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _become_kernel(req: dict, fds: dict[str, int]) -> None:
-    """In the kernel process (pid namespace already the sandbox's): confine, then run ipykernel.
-    Never returns."""
+def _become_kernel(req: dict, fds: dict[str, int], go_fd: int) -> None:
+    """In the kernel process (pid namespace already the sandbox's): confine, wait for the reaper's
+    word on ``go_fd`` that it is confined too, then run ipykernel. Never returns."""
     status_fd = fds["status"]
     try:
         os.setsid()  # bubblewrap's --new-session: no controlling terminal to inject into
@@ -221,7 +238,7 @@ def _become_kernel(req: dict, fds: dict[str, int]) -> None:
         os.dup2(null, 0)
         os.dup2(fds["log"], 1)
         os.dup2(fds["log"], 2)
-        keep = {0, 1, 2, status_fd}
+        keep = {0, 1, 2, status_fd, go_fd}
         _close_fds_except(keep)
         for name, value in req["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
@@ -241,6 +258,10 @@ def _become_kernel(req: dict, fds: dict[str, int]) -> None:
         if program:
             load_seccomp(program)
         verify_confined(uid, bool(program))
+        if os.read(go_fd, 1) != b"1":  # end of file: the reaper failed (it said why on the status pipe)
+            raise RuntimeError("the kernel's parent (the reaper) did not confine itself")
+        os.close(go_fd)
+        keep.discard(go_fd)
         left = _open_fds() - keep
         if left:  # listdir's own descriptor is closed by now
             raise RuntimeError(f"descriptors left open: {sorted(left)}")
@@ -293,9 +314,73 @@ def _wait_status_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def _waitpid(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+
+
+def _confine_reaper(req: dict, fds: dict[str, int], keep: set[int]) -> None:
+    """Make the reaper what the kernel cannot reach: the sandbox's namespaces, no descriptor but
+    ``keep``, uid 0 with no capability, not dumpable, ``no_new_privs``, the seccomp program."""
+    for name, nstype in KERNEL_NAMESPACES:  # no host mount, network, ... even if it were subverted
+        setns(fds["ns_" + name], nstype, name)
+    os.chdir("/")
+    _close_fds_except(keep)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    set_title(["l0-kernel-reaper"])  # not the zygote's command line (its source), in the kernel's ps
+    drop_capabilities()
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    clear_capability_sets()  # uid 0 stays: a uid the kernel's cannot signal; capabilities go
+    _prctl(PR_SET_DUMPABLE, 0, what="PR_SET_DUMPABLE")  # /proc/<reaper>/{mem,fd,environ}: root only
+    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
+    program = bytes.fromhex(req["seccomp"]) if req["seccomp"] else b""
+    if program:
+        load_seccomp(program)
+    verify_confined(0, bool(program))
+
+
+def _reaper(req: dict, fds: dict[str, int]) -> None:
+    """The kernel's parent, inside the sandbox's PID namespace (see the module doc): fork the
+    kernel, confine itself, tell the kernel so, wait for it and exit with its status. Never
+    returns."""
+    code = 70
+    try:
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_w)
+            _become_kernel(req, fds, go_r)
+        os.close(go_r)
+        status_fd = fds["status"]
+        confined = False
+        try:
+            _confine_reaper(req, fds, keep={go_w, status_fd})
+            os.close(status_fd)
+            left = _open_fds() - {go_w}
+            if left:
+                raise RuntimeError(f"descriptors left open: {sorted(left)}")
+            confined = True
+        except BaseException as exc:
+            with _suppress():
+                message = f"error in the kernel's reaper: {type(exc).__name__}: {exc}\n"
+                os.write(status_fd, message.encode(errors="replace")[:4000])
+        if confined:
+            with _suppress():  # EPIPE: the kernel already failed (and said why)
+                os.write(go_w, b"1")
+        os.close(go_w)  # unconfined: the kernel reads end of file and refuses to start
+        status = _waitpid(pid)
+        code = _wait_status_code(status) if confined else 70
+    finally:
+        os._exit(code)
+
+
 def _waiter(req: dict, fds: dict[str, int]) -> None:
-    """The forked child outside the sandbox: fork the kernel into the sandbox's PID namespace,
-    then wait for it and pass its exit status to the holder. Never returns."""
+    """The forked child outside the sandbox: fork the reaper into the sandbox's PID namespace,
+    then wait for it and pass its exit status (the kernel's) to the holder. Never returns."""
     code = 70
     try:
         try:
@@ -306,15 +391,10 @@ def _waiter(req: dict, fds: dict[str, int]) -> None:
             raise
         pid = os.fork()
         if pid == 0:
-            _become_kernel(req, fds)
+            _reaper(req, fds)
         keep = {fds["fifo"]}
         _close_fds_except(keep)
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+        status = _waitpid(pid)
         with _suppress():
             os.write(fds["fifo"], f"{_wait_status_code(status)}\n".encode())
         code = 0
