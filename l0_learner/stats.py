@@ -102,6 +102,41 @@ def bootstrap_diff_interval(
     return float(lo), float(hi)
 
 
+def bootstrap_ratio_interval(
+    numerators: Sequence[float] | np.ndarray,
+    denominators: Sequence[float] | np.ndarray | None = None,
+    *,
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``sum(numerators) / sum(denominators)`` over clusters.
+
+    Each cluster (a question) is resampled whole, so per-step rates whose steps share a question
+    (well-formed steps: numerator = well-formed steps, denominator = steps) get an interval that
+    respects the clustering; with no denominators it is the interval of a plain mean over
+    questions (F1, steps, tool calls). Deterministic for a given ``seed``.
+
+    Raises:
+        ValueError: Empty or mismatched inputs, a bad ``confidence``, or a resample whose
+            denominators sum to 0 (all denominators must be positive).
+    """
+    num = np.asarray(numerators, dtype=float)
+    den = np.ones_like(num) if denominators is None else np.asarray(denominators, dtype=float)
+    if num.ndim != 1 or num.shape != den.shape or num.size == 0:
+        raise ValueError(f"need two non-empty 1-D sequences of one length, got {num.shape} and {den.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if np.any(den <= 0):
+        raise ValueError("every denominator must be > 0 (a cluster with no steps has no rate)")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num.size, size=(resamples, num.size))
+    ratios = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """A before/after comparison on the same questions.
@@ -187,6 +222,7 @@ def compare_paired(
 __all__ = [
     "PairedComparison",
     "bootstrap_diff_interval",
+    "bootstrap_ratio_interval",
     "compare_paired",
     "mcnemar_exact",
     "wilson_interval",
