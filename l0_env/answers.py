@@ -127,7 +127,10 @@ def exact_match(
 def _f1_one(pred: str, gold: str) -> float:
     if pred != gold and (pred in _SPECIAL_ANSWERS or gold in _SPECIAL_ANSWERS):
         return 0.0
-    pred_tokens, gold_tokens = pred.split(), gold.split()
+    return _token_f1(pred.split(), gold.split())
+
+
+def _token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     num_same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if num_same == 0:
         return 0.0
@@ -140,12 +143,7 @@ def _f1_l0(pred: str, gold: str) -> float:
     pred_tokens, gold_tokens = pred.split(), gold.split()
     if not pred_tokens and not gold_tokens:
         return 1.0  # L0 scores two empty strings as a perfect match
-    num_same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred_tokens)
-    recall = num_same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return _token_f1(pred_tokens, gold_tokens)
 
 
 def f1_score(
