@@ -204,7 +204,8 @@ def parse_data_spec(spec: str, *, qa_dir: str | os.PathLike[str] | None = None) 
 
 
 def load_task_dicts(spec: str | DataSpec, n: int | None = None) -> list[dict[str, Any]]:
-    """The questions of a spec as task dicts (``id``, ``question``, ``answers``, ``supporting_titles``).
+    """The questions of a spec as task dicts (``id``, ``question``, ``answers``, ``supporting_titles``;
+    ``answer_type`` and ``tolerance`` where the task has them, ``files`` where it attaches files).
 
     Args:
         spec: A data spec string or a parsed :class:`DataSpec`.
@@ -217,16 +218,26 @@ def load_task_dicts(spec: str | DataSpec, n: int | None = None) -> list[dict[str
         tasks = load_tasks(None, split=BUNDLED[parsed.source])
     else:
         tasks = _load_file_tasks(Path(parsed.source))
-    rows = [
-        {
-            "id": str(t.id),
-            "question": t.question,
-            "answers": list(t.answers),
-            "supporting_titles": list(t.supporting_titles),
-        }
-        for t in tasks
-    ][parsed.start : parsed.stop]
+    rows = [_task_dict(t) for t in tasks][parsed.start : parsed.stop]
     return rows[:n] if n else rows
+
+
+# What changes how a task is played or scored, kept from its metadata (the rest, e.g. HotpotQA's
+# context paragraphs, would only bloat every record and info dict).
+_SCORING_KEYS = ("answer_type", "tolerance")
+
+
+def _task_dict(task: Any) -> dict[str, Any]:
+    row = {
+        "id": str(task.id),
+        "question": task.question,
+        "answers": list(task.answers),
+        "supporting_titles": list(task.supporting_titles),
+    }
+    row.update({k: task.metadata[k] for k in _SCORING_KEYS if k in task.metadata})
+    if task.files:
+        row["files"] = list(task.files)
+    return row
 
 
 # Layouts that l0_env.tasks.load_tasks reads natively from JSON Lines (it keeps their ids and

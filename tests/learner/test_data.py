@@ -55,3 +55,20 @@ def test_slug_names_files_without_brackets():
     assert parse_data_spec("hotpotqa-dev[:300]").slug == "hotpotqa-dev_0-300"
     assert parse_data_spec("hotpotqa-dev[300:]").slug == "hotpotqa-dev_300-end"
     assert parse_data_spec("hotpotqa-dev").slug == "hotpotqa-dev"
+
+
+def test_task_dicts_keep_what_plays_and_scores_a_task() -> None:
+    """A numeric task with a file (the bundled file tasks, GAIA's layout) keeps its answer type,
+    tolerance and files through the learner's task dicts and back into a task."""
+    from l0_env.tasks import FILE_TASKS_DIR, load_tasks, task_from_mapping
+    from l0_learner.data import load_task_dicts
+
+    dicts = {d["id"]: d for d in load_task_dicts(str(FILE_TASKS_DIR))}
+    tasks = {t.id: t for t in load_tasks(FILE_TASKS_DIR)}
+    assert dicts.keys() == tasks.keys()
+    for task_id, task in tasks.items():
+        again = task_from_mapping(dicts[task_id], default_id="x")
+        assert again.files == task.files and again.numeric_tolerance == task.numeric_tolerance
+    assert any(d.get("files") for d in dicts.values())
+    assert any(d.get("answer_type") == "number" for d in dicts.values())
+    assert "context" not in dicts[next(iter(dicts))]
