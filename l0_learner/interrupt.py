@@ -105,8 +105,11 @@ class StopOnSignals:
         raise Interrupted(signum)
 
     def check(self) -> None:
-        """Raise :class:`Interrupted` now if a signal arrived inside a :func:`critical` block."""
-        if self.received is not None and not self._raised and self._depth == 0:
+        """Raise :class:`Interrupted` now if a signal arrived inside a :func:`critical` block, or
+        arrived earlier and its exception was swallowed: the handler raises in whatever frame the
+        main thread is in, and an asyncio callback there (an HTTP client's connection teardown)
+        logs the exception and goes on, so without this the run never stopped."""
+        if self.received is not None and self._depth == 0:
             self._raised = True
             raise Interrupted(self.received)
 
