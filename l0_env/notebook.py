@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import gymnasium as gym
@@ -381,11 +380,11 @@ class NotebookEnv(gym.Env[list, str]):
         self._history = []
         self.tool_service.start_episode()
         self._answer_slot.answer = None
-        self._episode = EpisodeLog(task=_task_dict(task), system_prompt=self.system_prompt)
+        self._episode = EpisodeLog(task=task.to_dict(), system_prompt=self.system_prompt)
         kernel.tool_handler = self.tool_service.handle
         self._done = False
         rendered = self.context()
-        info = {"task": _task_dict(self._task), "step": 0, "n_context_tokens": rendered.n_tokens}
+        info = {"task": self._task.to_dict(), "step": 0, "n_context_tokens": rendered.n_tokens}
         return rendered.messages, info
 
     def step(self, action: Any) -> tuple[list, float, bool, bool, dict[str, Any]]:
@@ -517,7 +516,7 @@ class NotebookEnv(gym.Env[list, str]):
             "timings": {"step_s": step_log.duration_s, "cell_s": cell.duration_s if cell else 0.0},
             "n_context_tokens": rendered.n_tokens,
             "n_dropped_steps": rendered.n_dropped_steps,
-            "task": _task_dict(self._task),
+            "task": self._task.to_dict(),
         }
         if terminated or truncated:
             info["episode_metrics"] = dict(self._episode.metrics)
@@ -656,12 +655,3 @@ class NotebookEnv(gym.Env[list, str]):
             log.warning("recording episode %s to %s failed: %r", name, self.record_dir, exc)
             return f"{type(exc).__name__}: {exc}"[:RECORD_ERROR_CHARS]
         return None
-
-
-def _task_dict(task: Task) -> dict[str, Any]:
-    data = asdict(task)
-    data["answers"] = list(task.answers)
-    data["supporting_titles"] = list(task.supporting_titles)
-    data["files"] = list(task.files)
-    data["metadata"] = dict(task.metadata)
-    return data

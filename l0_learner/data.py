@@ -228,15 +228,11 @@ _SCORING_KEYS = ("answer_type", "tolerance")
 
 
 def _task_dict(task: Any) -> dict[str, Any]:
-    row = {
-        "id": str(task.id),
-        "question": task.question,
-        "answers": list(task.answers),
-        "supporting_titles": list(task.supporting_titles),
-    }
-    row.update({k: task.metadata[k] for k in _SCORING_KEYS if k in task.metadata})
-    if task.files:
-        row["files"] = list(task.files)
+    row = task.to_dict()
+    metadata = row.pop("metadata")
+    row.update({k: metadata[k] for k in _SCORING_KEYS if k in metadata})
+    if not row["files"]:
+        del row["files"]
     return row
 
 

@@ -23,7 +23,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,15 @@ class Task:
                 or tol < 0
             ):
                 raise ValueError(f"task {self.id!r}: tolerance must be a finite number >= 0, got {tol!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as fresh JSON-like data (lists for the tuples, a deep copy of the metadata):
+        what ``info["task"]`` carries and :func:`task_from_mapping` reads back."""
+        data = asdict(self)
+        data.update(
+            answers=list(self.answers), supporting_titles=list(self.supporting_titles), files=list(self.files)
+        )
+        return data
 
     @property
     def numeric_tolerance(self) -> float | None:
