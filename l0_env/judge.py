@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from .env_args import check_int
 from .llm_client import ChatClient, LLMError
 
 __all__ = [
@@ -489,8 +490,7 @@ class LLMJudge:
             ("max_prediction_chars", max_prediction_chars),
             ("max_aliases", max_aliases),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value, 1)
         self.client = ChatClient(
             base_url,
             model,

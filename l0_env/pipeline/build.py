@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..env_args import check_int
 from ..tasks.layouts import LayoutError
 from .decontaminate import DEFAULT_NEAR_THRESHOLD, EvalIndex
 from .dedupe import Deduper
@@ -86,8 +87,8 @@ class BuildConfig:
             raise ValueError("give limit or sample, not both")
         for name in ("limit", "sample"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                check_int(name, value, 1)
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
         if (
