@@ -14,7 +14,6 @@ kernel started, the tools reinstalled and the notepad restored from the host's l
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import queue
@@ -52,15 +51,10 @@ from .transport import KernelChannels, MalformedLog, write_connection_file
 _HERE = Path(__file__).parent
 _IN_KERNEL_SOURCE = (_HERE / "in_kernel.py").read_text(encoding="utf-8")
 _IN_KERNEL_THREADS_SOURCE = (_HERE / "in_kernel_threads.py").read_text(encoding="utf-8")
-_IN_KERNEL_FILES = _HERE / "in_kernel_files.py"
+_IN_KERNEL_FILES_SOURCE = (_HERE / "in_kernel_files.py").read_text(encoding="utf-8")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 KERNEL_LOG_TAIL_BYTES = 8192
 IOPUB_PROBE_FIRST_S = 0.02
-
-
-@functools.lru_cache(maxsize=1)
-def _in_kernel_files_source() -> str:
-    return _IN_KERNEL_FILES.read_text(encoding="utf-8") if _IN_KERNEL_FILES.exists() else ""
 
 
 class _OutputTail:
@@ -319,7 +313,7 @@ class SandboxedKernel:
             f"exec(compile({_IN_KERNEL_SOURCE!r}, 'l0_tools', 'exec'), _m.__dict__)\n"
             "_s.modules['l0_tools'] = _m\n"
             "_f = _t.ModuleType('l0_files')\n"
-            f"exec(compile({_in_kernel_files_source()!r}, 'l0_files', 'exec'), _f.__dict__)\n"
+            f"exec(compile({_IN_KERNEL_FILES_SOURCE!r}, 'l0_files', 'exec'), _f.__dict__)\n"
             "_s.modules['l0_files'] = _f\n"
             f"_m._l0_install({self.bridge.path!r}, __import__('json').loads({notepad!r}), "
             f"__import__('json').loads({tools!r}), {self._files_dir_inside!r})\n"

@@ -80,6 +80,10 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _is_pseudo(real_path: str) -> bool:
+    return any(_within(real_path, root) for root in _PSEUDO_ROOTS)
+
+
 def resolve_task_files(
     files: Any, *, base_dir: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] | None = None
 ) -> tuple[str, ...]:
@@ -118,7 +122,7 @@ def resolve_task_files(
         path = Path(raw) if os.path.isabs(raw) else base / raw
         path = Path(os.path.abspath(path))
         real = os.path.realpath(path)
-        if any(_within(real, pseudo) for pseudo in _PSEUDO_ROOTS):
+        if _is_pseudo(real):
             raise ValueError(
                 f"attached file {raw!r} is a kernel pseudo-file ({real}); attach real files only"
             )
@@ -164,7 +168,7 @@ def stage_files(paths: Sequence[str], dest_dir: str | os.PathLike[str]) -> list[
     for path in paths:
         name = check_file_name(os.path.basename(path))
         real = os.path.realpath(path)
-        if any(_within(real, pseudo) for pseudo in _PSEUDO_ROOTS):
+        if _is_pseudo(real):
             raise ValueError(f"attached file {path} now points at a kernel pseudo-file ({real})")
         try:
             src = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block us
