@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -176,7 +177,31 @@ def init_from_env(device: str = "auto") -> Ranks:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     dist.init_process_group("nccl" if on_cuda else "gloo")
+    global _JOINED_GROUP
+    _JOINED_GROUP = True
     return Ranks.current()
+
+
+_JOINED_GROUP = False  # this process joined a torchrun process group (init_from_env)
+
+
+def exit_after_distributed_run() -> None:
+    """End a ``torchrun`` rank that finished its run with status 0 at once, skipping interpreter teardown.
+
+    After a complete run (every rank past :func:`shutdown`'s barrier, the run directory written),
+    rank 1 was seen, rarely and under load, to abort at exit with SIGABRT ("terminate called
+    without an active exception": a C++ thread of the collective stack destroyed unjoined), which
+    turns a finished run into a failed ``torchrun``. Nothing is left to do, so the rank flushes its
+    output and leaves with ``os._exit(0)``. A no-op in a process that never joined a group.
+    """
+    if not _JOINED_GROUP:
+        return
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def shutdown(*, together: bool = False) -> None:

@@ -421,3 +421,6 @@ class Pipeline:
 
 if __name__ == "__main__":
     main()
+    from l0_learner.distributed import exit_after_distributed_run
+
+    exit_after_distributed_run()
