@@ -20,7 +20,7 @@ if ENV_ID not in registry:
     register(
         id=ENV_ID,
         entry_point="l0_env.notebook:NotebookEnv",
-        vector_entry_point="l0_env.vector:NotebookVectorEnv",
+        vector_entry_point="l0_env.vector:make_notebook_vector_env",
         nondeterministic=True,
         # gymnasium's PassiveEnvChecker (gymnasium 1.x) breaks an env whose first reset raises:
         # it marks reset checked before calling it, keeps no data, and the first step after a good

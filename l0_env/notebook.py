@@ -46,11 +46,10 @@ from .kernel.pool import KernelPool
 from .kernel.sandbox import SandboxLimits
 from .kernel.session import CellResult, KernelConfig, SandboxedKernel
 from .mcp_tools import MCPServerConnection, check_mcp_servers
-from .recording import EpisodeLog, StepLog, append_jsonl, save_notebook
+from .recording import EpisodeLog, StepLog, record_episode, save_notebook
 from .spaces import ChatSpace, TextSpace
 from .tasks import Task, load_tasks, task_from_mapping
 from .tool import Tool, as_tools
-from .tool_requests import RECORD_ERROR_CHARS
 from .tool_service import ToolService
 from .tools import make_search_backend
 from .tools.search import SearchBackend
@@ -644,14 +643,4 @@ class NotebookEnv(gym.Env[list, str]):
         self._episodes_done += 1
         if self.record_dir is None:
             return None
-        name = f"{os.getpid()}-{id(self):x}-{self._episodes_done:05d}"
-        try:
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            save_notebook(ep, self.record_dir / f"{name}.ipynb")
-            append_jsonl(self.record_dir / "episodes.jsonl", {"episode": name, **ep.to_dict()})
-        except (OSError, ValueError) as exc:
-            # The directory was writable at construction (checked); a full disk later must not
-            # cost the caller this step's result: the failure is logged and reported in info.
-            log.warning("recording episode %s to %s failed: %r", name, self.record_dir, exc)
-            return f"{type(exc).__name__}: {exc}"[:RECORD_ERROR_CHARS]
-        return None
+        return record_episode(self.record_dir, f"{os.getpid()}-{id(self):x}-{self._episodes_done:05d}", ep)

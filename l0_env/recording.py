@@ -11,6 +11,7 @@ episode log by that much (it did: 258 MiB per step, 198 MB of ``episodes.jsonl``
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -271,3 +272,21 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def record_episode(directory: str | os.PathLike[str], name: str, episode: EpisodeLog) -> str | None:
+    """Save a finished episode as ``directory/<name>.ipynb`` and append it to ``episodes.jsonl``.
+
+    Returns None, or why writing failed (a full disk, a bad value): a failed write must not cost
+    the caller its step result, so it is reported, not raised.
+    """
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        save_notebook(episode, Path(directory) / f"{name}.ipynb")
+        append_jsonl(Path(directory) / "episodes.jsonl", {"episode": name, **episode.to_dict()})
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("recording episode %s to %s failed: %r", name, directory, exc)
+        from .tool_requests import RECORD_ERROR_CHARS
+
+        return f"{type(exc).__name__}: {exc}"[:RECORD_ERROR_CHARS]
+    return None

@@ -31,7 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 from .kernel.pool import KernelPool
 from .notebook import NotebookEnv
-from .recording import EpisodeLog
+from .recording import EpisodeLog, save_notebook
 
 StepResult = tuple[list, float, bool, bool, dict[str, Any]]
 ResetResult = tuple[list, dict[str, Any]]
@@ -69,66 +69,48 @@ def _autoreset_mode(mode: str | AutoresetMode) -> AutoresetMode:
     return by_name[key]
 
 
-class NotebookVectorEnv(VectorEnv):
-    """``num_envs`` notebook envs in one process, stepped concurrently.
+class IndexedNotebookVectorEnv(VectorEnv):
+    """The vector API of L0 Gym over single-env futures: what the local and the Ray vector envs share.
 
-    Args:
-        num_envs: how many envs.
-        autoreset_mode: gymnasium's autoreset mode for ``step`` ("next_step", "same_step",
-            "disabled", or an ``AutoresetMode``); ``step_some`` never autoresets.
-        pool_size: warm kernels kept ready in the shared pool (default: ``min(num_envs, 8)``).
-        max_workers: threads stepping envs at once (default: ``num_envs``).
-        **env_kwargs: passed to every ``NotebookEnv`` (tasks, corpus, max_steps, sandbox, ...).
+    A subclass sets ``num_envs``, the spaces and ``autoreset_mode`` (:meth:`_init_batch`), and
+    implements :meth:`_start_step` and :meth:`_start_reset` (each returns a
+    ``concurrent.futures.Future`` at once), :meth:`episode` and ``close_extras``. Everything else,
+    the indexed API (``step_some``, ``iter_step_some``, ``reset_some``, ``submit_*``, ``astep``,
+    ``areset``) and gymnasium's batched ``reset``/``step`` with autoreset, is built here on those.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}  # noqa: RUF012 - gymnasium's convention
 
-    def __init__(
+    def _init_batch(
         self,
         num_envs: int,
-        *,
-        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-        pool_size: int | None = None,
-        max_workers: int | None = None,
-        **env_kwargs: Any,
+        autoreset_mode: str | AutoresetMode,
+        single_action_space: Any,
+        single_observation_space: Any,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-        for key in ("kernel_pool", "pool_size"):
-            if key in env_kwargs:
-                raise ValueError(
-                    f"{key!r} is managed by the vector env; pass pool_size= to NotebookVectorEnv"
-                )
-        _ensure_fd_limit(num_envs * 24 + 256)  # ~20 fds per kernel: zmq sockets, pipes, the bridge
         self.num_envs = num_envs
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode}
-        # The shared pool starts kernels with the envs' settings, which an env validates and
-        # resolves from env_kwargs: a probe (no kernel, no pool) reads them.
-        probe = NotebookEnv(**env_kwargs, pool_size=0)
-        probe.close()
-        self._pool = KernelPool(
-            probe.kernel_config, size=min(num_envs, 8) if pool_size is None else pool_size
-        )
-        self.envs: list[NotebookEnv] = []
-        try:  # an env that fails to build (an MCP server that does not start) leaves nothing running
-            for _ in range(num_envs):
-                self.envs.append(NotebookEnv(**env_kwargs, kernel_pool=self._pool))
-        except BaseException:
-            for env in self.envs:
-                env.close()
-            self._pool.close()
-            raise
-        self.single_action_space = probe.action_space
-        self.single_observation_space = probe.observation_space
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self._executor = cf.ThreadPoolExecutor(
-            max_workers=max_workers or num_envs, thread_name_prefix="l0-vec"
-        )
+        self.single_action_space = single_action_space
+        self.single_observation_space = single_observation_space
+        self.action_space = batch_space(single_action_space, num_envs)
+        self.observation_space = batch_space(single_observation_space, num_envs)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._started = False
         self.closed = False
+
+    def _start_step(self, i: int, action: Any) -> cf.Future:
+        """Start env ``i``'s step; a future of ``(obs, reward, terminated, truncated, info)``."""
+        raise NotImplementedError
+
+    def _start_reset(self, i: int, seed: int | None, options: dict | None) -> cf.Future:
+        """Start env ``i``'s reset; a future of ``(obs, info)`` that clears ``_needs_reset[i]``
+        before it is done (a waiter then sees the env as reset)."""
+        raise NotImplementedError
+
+    def episode(self, i: int) -> EpisodeLog | None:
+        """Env ``i``'s current (or last) episode record."""
+        raise NotImplementedError
 
     # -- indexed API ---------------------------------------------------------------------------
 
@@ -140,14 +122,14 @@ class NotebookVectorEnv(VectorEnv):
             raise RuntimeError("the vector env is closed")
 
     def _submit_step(self, i: int, action: Any) -> cf.Future:
-        return self._executor.submit(self.envs[i].step, action)
+        return self._start_step(i, action)
 
     def _submit_reset(self, i: int, kwargs: Mapping[str, Any] | None) -> cf.Future:
         kwargs = dict(kwargs or {})
         unknown = set(kwargs) - {"seed", "options"}
         if unknown:
             raise ValueError(f"reset_some takes 'seed' and 'options' per env, got {sorted(unknown)}")
-        return self._executor.submit(self.envs[i].reset, **kwargs)
+        return self._start_reset(i, kwargs.get("seed"), kwargs.get("options"))
 
     def step_some(self, actions: Mapping[int, Any]) -> dict[int, StepResult]:
         """Step the given envs concurrently; returns when all of them are done."""
@@ -183,12 +165,7 @@ class NotebookVectorEnv(VectorEnv):
     def submit_reset(self, i: int, *, seed: int | None = None, options: dict | None = None) -> cf.Future:
         """Start env ``i``'s reset on the worker threads; returns at once with a ``Future`` of ``(obs, info)``."""
         self._check_indices([i])
-        return self._executor.submit(self._reset_one, int(i), seed, options)
-
-    def _reset_one(self, i: int, seed: int | None, options: dict | None) -> ResetResult:
-        result = self.envs[i].reset(seed=seed, options=options)
-        self._needs_reset[i] = False  # before the future is done: a waiter sees the env as reset
-        return result
+        return self._start_reset(int(i), seed, options)
 
     async def astep(self, i: int, action: Any) -> StepResult:
         """Await one env's step (runs on the vector env's worker threads)."""
@@ -291,6 +268,79 @@ class NotebookVectorEnv(VectorEnv):
             infos = self._add_info(infos, info, i)
         return tuple(observations), rewards, terminated, truncated, infos
 
+    def save_notebooks(self, directory: str, prefix: str = "env") -> list[str]:
+        """Save each env's current (or last) episode as ``{prefix}-{i}.ipynb``."""
+        import os
+
+        paths = []
+        for i in range(self.num_envs):
+            ep = self.episode(i)
+            if ep is not None:
+                paths.append(str(save_notebook(ep, os.path.join(directory, f"{prefix}-{i:03d}.ipynb"))))
+        return paths
+
+
+class NotebookVectorEnv(IndexedNotebookVectorEnv):
+    """``num_envs`` notebook envs in one process, stepped concurrently.
+
+    Args:
+        num_envs: how many envs.
+        autoreset_mode: gymnasium's autoreset mode for ``step`` ("next_step", "same_step",
+            "disabled", or an ``AutoresetMode``); ``step_some`` never autoresets.
+        pool_size: warm kernels kept ready in the shared pool (default: ``min(num_envs, 8)``).
+        max_workers: threads stepping envs at once (default: ``num_envs``).
+        **env_kwargs: passed to every ``NotebookEnv`` (tasks, corpus, max_steps, sandbox, ...).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        *,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        pool_size: int | None = None,
+        max_workers: int | None = None,
+        **env_kwargs: Any,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        for key in ("kernel_pool", "pool_size"):
+            if key in env_kwargs:
+                raise ValueError(
+                    f"{key!r} is managed by the vector env; pass pool_size= to NotebookVectorEnv"
+                )
+        _ensure_fd_limit(num_envs * 24 + 256)  # ~20 fds per kernel: zmq sockets, pipes, the bridge
+        # The shared pool starts kernels with the envs' settings, which an env validates and
+        # resolves from env_kwargs: a probe (no kernel, no pool) reads them.
+        probe = NotebookEnv(**env_kwargs, pool_size=0)
+        probe.close()
+        self._pool = KernelPool(
+            probe.kernel_config, size=min(num_envs, 8) if pool_size is None else pool_size
+        )
+        self.envs: list[NotebookEnv] = []
+        try:  # an env that fails to build (an MCP server that does not start) leaves nothing running
+            for _ in range(num_envs):
+                self.envs.append(NotebookEnv(**env_kwargs, kernel_pool=self._pool))
+        except BaseException:
+            for env in self.envs:
+                env.close()
+            self._pool.close()
+            raise
+        self._init_batch(num_envs, autoreset_mode, probe.action_space, probe.observation_space)
+        self._executor = cf.ThreadPoolExecutor(
+            max_workers=max_workers or num_envs, thread_name_prefix="l0-vec"
+        )
+
+    def _start_step(self, i: int, action: Any) -> cf.Future:
+        return self._executor.submit(self.envs[i].step, action)
+
+    def _start_reset(self, i: int, seed: int | None, options: dict | None) -> cf.Future:
+        return self._executor.submit(self._reset_one, i, seed, options)
+
+    def _reset_one(self, i: int, seed: int | None, options: dict | None) -> ResetResult:
+        result = self.envs[i].reset(seed=seed, options=options)
+        self._needs_reset[i] = False  # before the future is done: a waiter sees the env as reset
+        return result
+
     def episode(self, i: int) -> EpisodeLog | None:
         """Env ``i``'s current (or last) episode record (``NotebookEnv.episode``)."""
         self._check_indices([i])
@@ -301,18 +351,51 @@ class NotebookVectorEnv(VectorEnv):
         """The warm kernel pool every env of this vector env takes its kernels from."""
         return self._pool
 
-    def save_notebooks(self, directory: str, prefix: str = "env") -> list[str]:
-        """Save each env's current (or last) episode as ``{prefix}-{i}.ipynb``."""
-        import os
-
-        return [
-            env.save_notebook(os.path.join(directory, f"{prefix}-{i:03d}.ipynb"))
-            for i, env in enumerate(self.envs)
-            if env.episode is not None
-        ]
-
     def close_extras(self, **kwargs: Any) -> None:
         """Close every env and the shared pool: no kernel, bwrap or socket remains."""
         list(self._executor.map(lambda env: env.close(), self.envs))
         self._executor.shutdown(wait=True)
         self._pool.close()
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_notebook_vector_env(
+    num_envs: int, *, executor: str = "local", **kwargs: Any
+) -> IndexedNotebookVectorEnv:
+    """``gym.make_vec("L0Notebook-v0", num_envs, ...)``'s entry point.
+
+    Args:
+        num_envs: How many envs.
+        executor: "local" (:class:`NotebookVectorEnv`: every env's kernel on this machine) or
+            "ray" (:class:`l0_env.cluster.RayNotebookVectorEnv`: envs in Ray actors across a
+            cluster; takes ``ray_address``, ``shards``, ``shard_num_cpus``, ``shard_resources``,
+            ``search_per_node``, ``start_timeout``; needs the ``ray`` extra).
+        **kwargs: The vector env's and the envs' settings.
+
+    Raises:
+        ValueError: An unknown executor, or a Ray option with ``executor="local"``.
+    """
+    if executor == "local":
+        ray_only = sorted(
+            k
+            for k in kwargs
+            if k
+            in (
+                "ray_address",
+                "shards",
+                "shard_num_cpus",
+                "shard_resources",
+                "search_per_node",
+                "start_timeout",
+            )
+        )
+        if ray_only:
+            raise ValueError(f"{ray_only} are options of executor='ray'; the executor is 'local'")
+        return NotebookVectorEnv(num_envs, **kwargs)
+    if executor == "ray":
+        from .cluster.vector import RayNotebookVectorEnv
+
+        return RayNotebookVectorEnv(num_envs, **kwargs)
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")

@@ -66,6 +66,12 @@ full fine-tuning with FSDP2 under torchrun, vLLM rollouts; needs --tasks)."""
     """Context budget in policy tokens; older steps are trimmed past it."""
     num_envs: int = 8
     """Notebooks driven at once (one generation batch)."""
+    ray_address: str | None = None
+    """Run the RL notebooks on a Ray cluster ('auto', 'HOST:PORT', 'ray://...'; the ``ray`` extra):
+    the envs in actors on the cluster's CPU nodes, the learner here. None: on this machine."""
+    ray_env_resource: str | None = None
+    """A custom Ray resource each env shard asks one unit of (e.g. 'l0_env', given with
+    ``ray start --resources '{"l0_env": 1}'`` to the env nodes only)."""
     rollout_overlap: bool = True
     """Generate for the episodes whose cells are back while other cells still run. Sampling then
     depends on which prompts share a batch, i.e. on timing: turn it off for a seeded run that
@@ -369,6 +375,8 @@ def validate(cfg: Config) -> Config:
         (cfg.cell_timeout > 0, "cell_timeout must be > 0 seconds"),
         (cfg.max_context_tokens >= 1, "max_context_tokens must be >= 1"),
         (cfg.num_envs >= 1, "num_envs must be >= 1"),
+        (cfg.ray_address is None or cfg.env == "notebook", "ray_address needs env 'notebook'"),
+        (cfg.ray_env_resource is None or cfg.ray_address is not None, "ray_env_resource needs ray_address"),
         (cfg.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
         (cfg.max_sampling_rounds >= 0, "max_sampling_rounds must be >= 0"),
         (cfg.lr > 0, "lr must be > 0"),

@@ -146,8 +146,21 @@ def count_training_tasks(cfg: Any) -> int:
 
 
 def make_training_env(cfg: Any, tokenizer: Any) -> IndexedVectorEnv:
-    """The ``cfg.num_envs`` envs RL steps, with the settings of :func:`training_env_kwargs`."""
-    return make_vector_env(cfg.num_envs, env=cfg.env, **training_env_kwargs(cfg, tokenizer))
+    """The ``cfg.num_envs`` envs RL steps, with the settings of :func:`training_env_kwargs`; on a
+    Ray cluster when ``cfg.ray_address`` is set (:class:`l0_env.cluster.RayNotebookVectorEnv`)."""
+    kwargs = training_env_kwargs(cfg, tokenizer)
+    if getattr(cfg, "ray_address", None) is not None:
+        from l0_env.vector import make_notebook_vector_env
+
+        resource = getattr(cfg, "ray_env_resource", None)
+        return make_notebook_vector_env(
+            cfg.num_envs,
+            executor="ray",
+            ray_address=cfg.ray_address,
+            shard_resources={resource: 1} if resource else None,
+            **kwargs,
+        )
+    return make_vector_env(cfg.num_envs, env=cfg.env, **kwargs)
 
 
 class SequentialVectorEnv:

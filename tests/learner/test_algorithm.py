@@ -73,6 +73,30 @@ def _fake_group(em: list[float], gid: int) -> list[Episode]:
     ]
 
 
+def test_episodes_lost_with_their_env_node_are_left_out_of_the_batch_not_scored(tiny_path, monkeypatch) -> None:
+    """An episode whose env died with its Ray node (``info["env_lost"]``) is not a failure of the
+    policy: it is counted and dropped; its group keeps the episodes that finished."""
+    import l0_learner.algorithms.agentic_pg as mod
+
+    algo = make_algo(tiny_path, dynamic_sampling=False, questions_per_batch=2, group_size=3)
+
+    def fake_run(backend, venv, jobs, *, num_envs, keep_logs=0, overlap=True, progress=None):
+        a = _fake_group([1, 0, 0], jobs[0].group)
+        b = _fake_group([0, 0, 1], jobs[3].group)
+        a[1].lost = b[0].lost = b[1].lost = True  # a lost episode scores 0, like a wrong answer
+        return [*a, *b], mod.RolloutTimings()
+
+    monkeypatch.setattr(mod, "run_episodes", fake_run)
+    episodes, stats, _ = algo.collect()
+    assert stats["sampling/lost_episodes"] == 3 and stats["sampling/episodes"] == 3
+    assert not any(ep.lost for ep in episodes) and len(episodes) == 3
+    assert [ep.job.group for ep in episodes] == [0, 0, 1]
+    assert stats["charts/em_sampled"] == 2 / 3, "the success rate is of the episodes that ran to the end"
+    advantages = algo.advantages(episodes)
+    assert len(advantages) == 3
+    algo.close()
+
+
 def test_dynamic_sampling_drops_uniform_groups_and_refills(tiny_path, monkeypatch) -> None:
     import l0_learner.algorithms.agentic_pg as mod
 
@@ -102,6 +126,7 @@ def test_dynamic_sampling_drops_uniform_groups_and_refills(tiny_path, monkeypatc
         "sampling/rounds": 3,
         "sampling/dropped_groups": 4,
         "sampling/episodes": 12,
+        "sampling/lost_episodes": 0,
         "charts/em_sampled": 0.5,
         "charts/f1_sampled": 0.0,
     }
