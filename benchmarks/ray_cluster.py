@@ -8,7 +8,8 @@ head without CPUs and 1-3 env nodes, each a separate ``ray start`` on this machi
 by side in one run:
 
 * **reset latency**: ``reset()`` of all envs (median of ``--rounds``), warm pools;
-* **steps/s**: ``step_some`` over all envs with a trivial cell (``print(1)``), ``--steps`` batches;
+* **steps/s**: ``step_some`` over all envs with a trivial cell (``print(1)``), ``--steps`` batches,
+  after ``--settle`` seconds for the warm pools to refill (kernel starts would otherwise compete);
 * **per-step cost of the Ray hop**: one env stepped alone, sequentially, ``--steps`` times, over
   Ray and locally (ms per step, median); the difference is what the hop adds to a cell.
 
@@ -60,15 +61,20 @@ def one_env_ms(venv, steps: int) -> float:
 
 def measure(venv, args) -> tuple[float, float, float]:
     reset_s = timed_resets(venv, args.rounds)
+    time.sleep(args.settle)  # the warm pools refill after resets (~0.5 s CPU a kernel): not timed
     rate = steps_per_s(venv, args.envs, args.steps)
     venv.reset(seed=99)
+    time.sleep(args.settle)
     return reset_s, rate, one_env_ms(venv, args.steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10, help="batched steps, and single-env steps")
+    parser.add_argument("--steps", type=int, default=30, help="batched steps, and single-env steps")
+    parser.add_argument(
+        "--settle", type=float, default=8.0, help="seconds to let the warm pools refill before timing steps"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed resets of all envs")
     parser.add_argument("--nodes", default="1,2,3", help="env-node counts to run")
     args = parser.parse_args()

@@ -128,6 +128,7 @@ class RayNotebookVectorEnv(IndexedNotebookVectorEnv):
         self._tag = uuid.uuid4().hex[:8]
         self._last_obs: list[Any] = [None] * num_envs
         self._env_generation = [-1] * num_envs  # the shard generation each env was last reset in
+        self._count_lock = threading.Lock()  # the counters below are bumped from worker threads
         self._episodes_recorded = 0
         self.lost_episodes = 0
         """Episodes ended by a lost shard or node since construction."""
@@ -238,7 +239,8 @@ class RayNotebookVectorEnv(IndexedNotebookVectorEnv):
         return self._threads.submit(self._reset_blocking, i, seed, options)
 
     def _lost(self, i: int, reason: str) -> StepResult:
-        self.lost_episodes += 1
+        with self._count_lock:
+            self.lost_episodes += 1
         obs = self._last_obs[i] if self._last_obs[i] is not None else []
         return obs, 0.0, False, True, {"env_lost": True, "lost_reason": reason}
 
@@ -261,8 +263,10 @@ class RayNotebookVectorEnv(IndexedNotebookVectorEnv):
         obs = decode_obs(self._last_obs[i], keep, tail)
         self._last_obs[i] = obs
         if episode is not None and self.record_dir is not None:
-            self._episodes_recorded += 1
-            name = f"{os.getpid()}-{id(self):x}-{i:04d}-{self._episodes_recorded:05d}"
+            with self._count_lock:  # two episodes must never share a name
+                self._episodes_recorded += 1
+                number = self._episodes_recorded
+            name = f"{os.getpid()}-{id(self):x}-{i:04d}-{number:05d}"
             error = record_episode(self.record_dir, name, episode)
             if error is not None:
                 info["record_error"] = error

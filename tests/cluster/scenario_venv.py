@@ -86,6 +86,7 @@ with LocalCluster(workers=[env_node, env_node]) as cluster:
     report["nodes"] = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     report["ray_episodes"] = run_episodes(venv, n)
     report["ray_episode_log_steps"] = len(venv.episode(0).steps)
+    report["search_servers"] = sum("ray::NodeSearchServer" in cmd for cmd in kernel_processes())
     venv.close()
     local = NotebookVectorEnv(n, **settings)
     report["local_episodes"] = run_episodes(local, n)

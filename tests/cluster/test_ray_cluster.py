@@ -48,7 +48,9 @@ def test_envs_spread_over_the_env_nodes_and_episodes_equal_the_local_ones(report
         "observations (rebuilt from deltas), rewards, reward components and cell statuses over the "
         "cluster must equal the same episodes run locally"
     )
-    assert report["ray_episodes"][0][2][0][-1]["content"], "the search reached the node's server"
+    first_hit = report["ray_episodes"][0][2][0][-1]["content"]
+    assert first_hit.startswith("The Seine Meets Paris"), "the search reached the node's BM25 server"
+    assert report["search_servers"] == 2, "one search server per env node, not one per env or shard"
     assert report["ray_episode_log_steps"] == 3
 
 
