@@ -6,6 +6,7 @@ failure is an ``AssertionError`` whose message says what to fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,8 +43,17 @@ NASTY_ACTIONS: tuple[str, ...] = (
 RESERVED_INFO_KEYS = frozenset({"episode", "final_obs", "final_info", "final_observation"})
 
 
-def _child_pids() -> set[int]:
-    return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
+def spawned_pids() -> set[int]:
+    """Every live process this process started: its descendants, and the kernels forked for it by
+    the kernel fork server (``l0_env.kernel.zygote``), which live outside its process tree."""
+    from .kernel import zygote
+
+    mine = set()
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                mine.add(p.pid)
+    return (mine | zygote.forked_pids()) - zygote.server_pids()
 
 
 def _check_step_result(result: Any, env: gym.Env, action: str) -> None:
@@ -92,7 +102,7 @@ def check_l0_env(env: gym.Env, *, run_gymnasium_checks: bool = True, check_proce
         run_gymnasium_checks: also run ``gymnasium.utils.env_checker.check_env``.
         check_processes: check that no child process is left after ``close()``.
     """
-    before = _child_pids()
+    before = spawned_pids()
     if run_gymnasium_checks:
         check_env(env.unwrapped, skip_render_check=True, skip_close_check=True)
     obs, info = env.reset(seed=0)
@@ -122,7 +132,7 @@ def check_l0_env(env: gym.Env, *, run_gymnasium_checks: bool = True, check_proce
     except Exception as exc:
         raise AssertionError(f"close() must be idempotent, but a second close() raised {exc!r}") from exc
     if check_processes:
-        leftover = _child_pids() - before
+        leftover = spawned_pids() - before
         alive = [
             p for p in leftover if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
         ]

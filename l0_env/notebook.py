@@ -72,9 +72,10 @@ class NotebookEnv(gym.Env[list, str]):
         max_steps: steps per episode before truncation.
         cell_timeout: seconds a cell may run (finite, > 0).
         sandbox: "auto", "bwrap" or "none" (see ``KernelConfig``).
-        kernel_start: "spawn" (default) or "zygote": kernels forked from a warm interpreter into
-            the same sandbox, about a fifth of the CPU per start (root hosts; elsewhere a warning
-            and "spawn"). See ``KernelConfig`` and ``l0_env.kernel.zygote``.
+        kernel_start: "auto" (default: "zygote" on a sandboxed root host, else "spawn"), "spawn"
+            or "zygote": kernels forked from a warm interpreter into the same sandbox, about a
+            fifth of the CPU per start (root hosts; elsewhere a warning and "spawn"). See
+            ``KernelConfig`` and ``l0_env.kernel.zygote``.
         max_context_tokens: budget of the rendered context; older steps are dropped past it. Must
             exceed the system prompt's tokens.
         max_action_chars: longer actions are cut (the agent is told).
@@ -138,7 +139,7 @@ class NotebookEnv(gym.Env[list, str]):
         max_steps: int = 12,
         cell_timeout: float = 30.0,
         sandbox: str = "auto",
-        kernel_start: str = "spawn",
+        kernel_start: str = "auto",
         max_context_tokens: int = 16_000,
         max_action_chars: int = 32_000,
         max_output_chars: int = 4_000,

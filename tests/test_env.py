@@ -27,9 +27,18 @@ def run(env, policy, **reset_kwargs):
     return total, infos, terminated, truncated
 
 
-@pytest.fixture(scope="module")
-def env():
-    env = gym.make(l0_env.ENV_ID, sandbox=SANDBOX, max_steps=5, cell_timeout=10)
+def skip_unsupported_start(kernel_start: str) -> None:
+    from l0_env.kernel import zygote
+
+    if kernel_start == "zygote" and zygote.unsupported_reason(True) is not None:
+        pytest.skip(f"forked kernels: {zygote.unsupported_reason(True)}")
+
+
+@pytest.fixture(scope="module", params=["spawn", "zygote"])
+def env(request):
+    """The env tests run with both kernel start modes (a spawned and a forked kernel per episode)."""
+    skip_unsupported_start(request.param)
+    env = gym.make(l0_env.ENV_ID, sandbox=SANDBOX, max_steps=5, cell_timeout=10, kernel_start=request.param)
     yield env
     env.close()
 
@@ -237,11 +246,13 @@ def test_bad_configuration_is_refused_with_a_clear_message():
         l0_env.NotebookEnv(cell_timeout=-1)
 
 
-def test_gymnasium_check_env_and_check_l0_env_pass_for_every_registered_id():
+@pytest.mark.parametrize("kernel_start", ["spawn", "zygote"])
+def test_gymnasium_check_env_and_check_l0_env_pass_for_every_registered_id(kernel_start):
+    skip_unsupported_start(kernel_start)
     ids = [env_id for env_id in gym.registry if env_id.startswith("L0")]
     assert ids == [l0_env.ENV_ID]
     for env_id in ids:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # gymnasium's checker warns about what it dislikes: fail on it
-            env = gym.make(env_id, sandbox=SANDBOX, max_steps=4, pool_size=0)
+            env = gym.make(env_id, sandbox=SANDBOX, max_steps=4, pool_size=0, kernel_start=kernel_start)
             l0_env.check_l0_env(env)

@@ -69,8 +69,8 @@ def text_of(info: dict[str, Any]) -> str:
 def kernel_pids(env: gym.Env) -> tuple[int, int]:
     """(the launcher's pid: bwrap or python, the ipykernel python's pid)."""
     kernel = env.unwrapped.kernel
-    root = psutil.Process(kernel.pid)
-    for proc in [root, *root.children(recursive=True)]:
+    for pid in kernel.process_pids():  # a forked kernel is not under its launcher
+        proc = psutil.Process(pid)
         if "ipykernel_launcher" in proc.cmdline() and proc.name().startswith("python"):
             return kernel.pid, proc.pid
     raise AssertionError("no ipykernel process under the kernel's launcher")

@@ -28,7 +28,10 @@ from l0_env.kernel.sandbox import check_bwrap, host_is_root
 from l0_env.kernel.session import KernelConfig, SandboxedKernel
 
 needs_bwrap = pytest.mark.skipif(check_bwrap() is not None, reason="bubblewrap unavailable")
-CONFIG = KernelConfig(sandbox="bwrap", cell_timeout=60.0, max_output_chars=200_000, tools=builtin_stubs())
+# The spawned launcher is what this file tests (kernel_main.py; forked kernels: tests/test_zygote.py).
+CONFIG = KernelConfig(
+    sandbox="bwrap", cell_timeout=60.0, max_output_chars=200_000, tools=builtin_stubs(), kernel_start="spawn"
+)
 # Top-level names of debugpy and the pydevd it vendors (put on sys.path by debugpy's import).
 DEBUGGER_MODULES = {
     "debugpy",

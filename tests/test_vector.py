@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import glob
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import l0_env
+from l0_env.checker import spawned_pids
 from l0_env.policies import OraclePolicy
 from l0_env.vector import NotebookVectorEnv, info_at
 
@@ -23,8 +25,12 @@ TRIVIAL = "<think>A trivial computation step.</think><code>print(6 * 7)</code>"
 
 
 def kernel_processes() -> list[psutil.Process]:
-    me = psutil.Process()
-    return [p for p in me.children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    """Live processes this test started: its descendants and the kernels forked for it."""
+    out = []
+    for pid in spawned_pids():
+        with contextlib.suppress(psutil.Error):
+            out.append(psutil.Process(pid))
+    return out
 
 
 def runtime_dirs() -> set[str]:

@@ -3,7 +3,7 @@ server, ipykernel, the tool bridge.
 
 Each confinement property is read inside a forked kernel and compared with a spawned kernel's
 (the reference), so "exactly the sandbox guarantees of a spawned one" is what is checked. The whole
-attack suite also runs in zygote mode: ``L0_TEST_KERNEL_START=zygote pytest tests/security``.
+attack suite runs in both modes (tests/security/conftest.py).
 """
 
 from __future__ import annotations
@@ -97,9 +97,52 @@ def ids_of(report: dict) -> dict:
 
 
 def test_kernel_start_is_validated():
-    with pytest.raises(ValueError, match="kernel_start must be 'spawn' or 'zygote'"):
+    with pytest.raises(ValueError, match="kernel_start must be 'auto', 'spawn' or 'zygote'"):
         KernelConfig(kernel_start="fork")  # type: ignore[arg-type]
-    assert KernelConfig().kernel_start == "spawn"  # opt-in
+    assert KernelConfig().kernel_start == "auto"
+
+
+def test_auto_forks_where_supported_and_a_leaked_forked_kernel_is_seen():
+    """The default ("auto") forks on this root host; a forked kernel lives outside the host's
+    process tree, yet ``kernel.process_pids()`` and ``l0_env.checker.spawned_pids()`` (what
+    ``check_l0_env``'s leak check uses) see all of it, and see it gone after close."""
+    from l0_env.checker import spawned_pids
+
+    fallbacks = zygote.fallbacks
+    k = SandboxedKernel(KernelConfig(**{**CONFIG.__dict__, "kernel_start": "auto"}))
+    try:
+        assert k.start_mode == "zygote" and zygote.fallbacks == fallbacks
+        pids = set(k.process_pids())
+        me = psutil.Process()
+        outside = pids - {p.pid for p in me.children(recursive=True)}
+        pythons = [p for p in pids if "ipykernel_launcher" in psutil.Process(p).cmdline()]
+        assert len(pythons) == 1 and pythons[0] in outside, "the kernel is not under the host"
+        assert pids <= spawned_pids(), "the leak check must see every process of a forked kernel"
+        assert not (zygote.server_pids() & spawned_pids()), "the fork server is a service, not a leftover"
+    finally:
+        k.close()
+    deadline = time.monotonic() + 10
+    while pids & spawned_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (pids & spawned_pids()), "close() left processes of the forked kernel"
+
+
+def test_check_l0_env_catches_a_forked_kernel_that_outlives_close():
+    import gymnasium as gym
+
+    import l0_env
+
+    class LeakyClose(gym.Wrapper):
+        def close(self):  # forgets the kernel
+            pass
+
+    env = gym.make(l0_env.ENV_ID, sandbox="bwrap", kernel_start="auto", max_steps=3, pool_size=0)
+    leaked = env.unwrapped
+    try:
+        with pytest.raises(AssertionError, match="processes left running after close"):
+            l0_env.check_l0_env(LeakyClose(env), run_gymnasium_checks=False)
+    finally:
+        leaked.close()
 
 
 def test_recycle_setting(monkeypatch):

@@ -30,10 +30,11 @@ class KernelConfig:
         python: the interpreter that runs ipykernel (must have ipykernel installed).
         tools: the tools defined in the kernel (stubs that call the host through the bridge;
             :class:`l0_env.tool.Tool` makes them). Kernels from one pool share them.
-        kernel_start: "spawn" (bubblewrap runs a fresh interpreter per kernel) or "zygote" (the
-            same sandbox, with the kernel forked from a warm, pre-imported interpreter: about a
-            fifth of the CPU per start; root hosts only, else it warns once and spawns; see
-            ``zygote.py`` for what it guarantees and its trade-offs).
+        kernel_start: "auto" (default: "zygote" where it is supported, a sandboxed root host,
+            else "spawn"), "spawn" (bubblewrap runs a fresh interpreter per kernel) or "zygote"
+            (the same sandbox, with the kernel forked from a warm, pre-imported interpreter: about
+            a fifth of the CPU per start; root hosts only, else it warns once and spawns; a failed
+            fork also warns and spawns; see ``zygote.py`` for what it guarantees and its trade-offs).
     """
 
     sandbox: SandboxMode = "auto"
@@ -46,7 +47,7 @@ class KernelConfig:
     # Normalised: "/x/scripts/../.venv/bin/python" would pass through a dir the sandbox lacks.
     python: str = os.path.normpath(sys.executable)
     tools: tuple[ToolStub, ...] = ()
-    kernel_start: Literal["spawn", "zygote"] = "spawn"
+    kernel_start: Literal["auto", "spawn", "zygote"] = "auto"
 
     def __post_init__(self) -> None:
         if self.sandbox not in ("auto", "bwrap", "none"):
@@ -65,8 +66,8 @@ class KernelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 100:
                 raise ValueError(f"{name} must be an int >= 100, got {value!r}")
-        if self.kernel_start not in ("spawn", "zygote"):
-            raise ValueError(f"kernel_start must be 'spawn' or 'zygote', got {self.kernel_start!r}")
+        if self.kernel_start not in ("auto", "spawn", "zygote"):
+            raise ValueError(f"kernel_start must be 'auto', 'spawn' or 'zygote', got {self.kernel_start!r}")
         object.__setattr__(self, "tools", check_stubs(self.tools))
         if not isinstance(self.limits, SandboxLimits):
             raise ValueError(f"limits must be a SandboxLimits, got {type(self.limits).__name__}")

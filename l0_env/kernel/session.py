@@ -126,6 +126,7 @@ class SandboxedKernel:
         # How the running kernel was started: "spawn", or "zygote" (config.kernel_start="zygote" and
         # the fork worked; else it was spawned after a warning, see zygote.report_fallback).
         self.start_mode = "spawn"
+        self._waiter_pid: int | None = None
         try:
             self._start()
         except BaseException:
@@ -136,7 +137,26 @@ class SandboxedKernel:
 
     @property
     def pid(self) -> int | None:
+        """The launcher's pid (bubblewrap's, sandboxed; for a forked kernel, its holder sandbox's)."""
         return self._proc.pid if self._proc else None
+
+    def process_pids(self) -> list[int]:
+        """Every live process of this kernel: the launcher and its descendants and, for a kernel
+        forked from the zygote (``start_mode == "zygote"``), the zygote's waiter for it and that
+        waiter's descendants (the kernel itself and whatever it started)."""
+        import psutil
+
+        roots = [self._proc.pid] if self._proc is not None else []
+        if self.start_mode == "zygote" and self._waiter_pid is not None:
+            roots.append(self._waiter_pid)
+        out: list[int] = []
+        for root in roots:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(root)
+                for p in [proc, *proc.children(recursive=True)]:
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        out.append(p.pid)
+        return out
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -166,9 +186,10 @@ class SandboxedKernel:
         return sandbox_cgroup(self.config.limits, tag=os.path.basename(self.runtime_dir))
 
     def _start(self) -> None:
-        if self.sandboxed and self.config.kernel_start == "zygote" and self._start_forked():
+        if self._wants_fork() and self._start_forked():
             return
         self.start_mode = "spawn"
+        self._waiter_pid = None
         uid, conn_file = self._prepare_runtime_dir()
         # No history database: it lives in the tmpfs home, and when the agent fills the disk its
         # writer thread prints "database or disk is full" into the agent's cell output.
@@ -230,6 +251,12 @@ class SandboxedKernel:
             os.chmod(self.runtime_dir, 0o711)
         self._install_tools()
 
+    def _wants_fork(self) -> bool:
+        """ "zygote" always tries (and falls back loudly); "auto" only where it is supported."""
+        if not self.sandboxed or self.config.kernel_start == "spawn":
+            return False
+        return self.config.kernel_start == "zygote" or zygote.unsupported_reason(True) is None
+
     def _start_forked(self) -> bool:
         """Start the kernel forked from the warm zygote into a sandbox like a spawned one's
         (``zygote.py``). False when that fails: everything of the attempt is gone, a warning has
@@ -248,6 +275,7 @@ class SandboxedKernel:
                 timeout=self.config.startup_timeout,
             )
             self._proc = forked.process
+            self._waiter_pid = forked.waiter_pid
             self._log = _OutputTail(forked.log)
             self._channels = KernelChannels(conn_file, self._malformed)
             self._finish_start(uid, conn_file)

@@ -329,6 +329,7 @@ _stats_lock = threading.Lock()
 fallbacks = 0  # zygote starts that fell back to a spawned kernel in this process
 replacements = 0  # zygotes replaced (recycled, crashed, or after an error)
 _warned = False
+_waiters: set[tuple[int, float]] = set()  # (pid, start time) of the waiters of forked kernels
 
 
 def shared_zygote(python: str, timeout: float) -> Zygote:
@@ -347,6 +348,48 @@ def shared_zygote(python: str, timeout: float) -> Zygote:
             zygote = Zygote(python, timeout=timeout)
             _shared[python] = zygote
         return zygote
+
+
+def forked_pids() -> set[int]:
+    """Every live process of every kernel forked for this process: the zygote's waiters, their
+    reapers and kernels, and whatever the kernels started (the zygotes themselves excepted).
+
+    The zygote is detached from the host's process tree (and a recycled zygote's kernels live on
+    without it), so a check for processes an env left behind must add these to the host's
+    descendants (``l0_env.checker.spawned_pids`` does).
+    """
+    import psutil
+
+    with _stats_lock:
+        waiters = list(_waiters)
+    out: set[int] = set()
+    running = []
+    for pid, created in waiters:
+        try:
+            waiter = psutil.Process(pid)
+            if waiter.create_time() != created or waiter.status() == psutil.STATUS_ZOMBIE:
+                continue  # gone (its pid may belong to another process now)
+            out.add(pid)
+            out.update(c.pid for c in waiter.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE)
+            running.append((pid, created))
+        except psutil.Error:
+            continue
+    with _stats_lock:
+        _waiters.intersection_update(set(running) | (_waiters - set(waiters)))
+    return out
+
+
+def server_pids() -> set[int]:
+    """The live zygotes of this process (a shared service, like a warm pool: not an env's leftover)."""
+    with _shared_lock:
+        return {z.pid for z in _shared.values() if z.is_alive()}
+
+
+def _remember_waiter(pid: int) -> None:
+    import psutil
+
+    with contextlib.suppress(psutil.Error), _stats_lock:
+        _waiters.add((pid, psutil.Process(pid).create_time()))
 
 
 def discard(zygote: Zygote) -> None:
@@ -391,10 +434,12 @@ def report_fallback(exc: BaseException) -> None:
 @dataclass
 class ForkedKernel:
     """A started kernel: ``process`` is bubblewrap (it exits with the kernel, with its status),
-    ``log`` the read end of the kernel's stdout/stderr."""
+    ``log`` the read end of the kernel's stdout/stderr, ``waiter_pid`` the zygote's child whose
+    tree holds the kernel (outside the host's process tree: the zygote is detached)."""
 
     process: subprocess.Popen
     log: IO[bytes]
+    waiter_pid: int
 
 
 def _rlimits(limits: SandboxLimits) -> dict[str, int]:
@@ -559,7 +604,8 @@ def start_kernel(
             "title": [python, "-c", "<l0 zygote fork>", PROCESS_MARKER, *argv_kernel],
             "seccomp": seccomp.filter_program().hex() if use_seccomp else None,
         }
-        zygote.fork(request, sent)
+        waiter_pid = zygote.fork(request, sent)
+        _remember_waiter(waiter_pid)
         _close_all(sent.values())
         sent = {}
         status = _read_status(status_r, deadline)
@@ -569,7 +615,7 @@ def start_kernel(
                     proc.wait(timeout=2)  # the holder exits with the kernel's status
                 status = f"no report (it died; sandbox exit status {proc.poll()}; log: {_drain(log_r)})"
             raise ZygoteError(f"the forked kernel refused to start: {status}")
-        return ForkedKernel(proc, os.fdopen(log_r, "rb"))
+        return ForkedKernel(proc, os.fdopen(log_r, "rb"), waiter_pid)
     except BaseException as exc:
         _close_all(sent.values())
         with contextlib.suppress(OSError):

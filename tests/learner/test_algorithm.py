@@ -73,7 +73,9 @@ def _fake_group(em: list[float], gid: int) -> list[Episode]:
     ]
 
 
-def test_episodes_lost_with_their_env_node_are_left_out_of_the_batch_not_scored(tiny_path, monkeypatch) -> None:
+def test_episodes_lost_with_their_env_node_are_left_out_of_the_batch_not_scored(
+    tiny_path, monkeypatch
+) -> None:
     """An episode whose env died with its Ray node (``info["env_lost"]``) is not a failure of the
     policy: it is counted and dropped; its group keeps the episodes that finished."""
     import l0_learner.algorithms.agentic_pg as mod

@@ -29,9 +29,13 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(l0_env.__file__)))
 CELL_TIMEOUT = 60.0
 SHORT_CELL_TIMEOUT = 3.0
 LIMITS = SandboxLimits(disk_bytes=32 << 20, max_file_bytes=16 << 20, max_processes=64)
-# The whole suite runs with either start mode: L0_TEST_KERNEL_START=zygote runs every attack against
-# kernels forked from the warm zygote (l0_env/kernel/zygote.py) instead of spawned ones.
-KERNEL_START = os.environ.get("L0_TEST_KERNEL_START", "spawn")
+# The whole suite runs once per kernel start mode: against spawned kernels and against kernels
+# forked from the warm zygote (l0_env/kernel/zygote.py; root hosts). L0_TEST_KERNEL_START=spawn (or
+# zygote) runs one mode only.
+KERNEL_STARTS = (
+    [os.environ["L0_TEST_KERNEL_START"]] if "L0_TEST_KERNEL_START" in os.environ else ["spawn", "zygote"]
+)
+_mode = {"kernel_start": KERNEL_STARTS[0]}
 TASK = {"id": "t0", "question": "Who wrote the Analytical Engine notes?", "answers": ["Ada Lovelace"]}
 
 
@@ -43,13 +47,23 @@ def requires_bwrap() -> None:
         pytest.skip(f"bubblewrap unavailable: {problem}")
 
 
+@pytest.fixture(scope="session", autouse=True, params=KERNEL_STARTS)
+def kernel_start(request) -> Iterator[str]:
+    """The start mode every env of the suite uses now (the suite runs once per mode: session scope,
+    so pytest runs all tests in one mode, then all in the other)."""
+    if request.param == "zygote" and zygote.unsupported_reason(True) is not None:
+        pytest.skip(f"forked kernels: {zygote.unsupported_reason(True)}")
+    _mode["kernel_start"] = request.param
+    yield request.param
+
+
 @pytest.fixture(autouse=True)
-def kernels_really_forked() -> Iterator[None]:
+def kernels_really_forked(kernel_start: str) -> Iterator[None]:
     """In zygote mode a fallback to spawning would let the suite pass without testing forked
     kernels: every test fails that caused one."""
     before = zygote.fallbacks
     yield
-    if KERNEL_START == "zygote":
+    if kernel_start == "zygote":
         assert zygote.fallbacks == before, "a zygote start fell back to spawning (see the warning logged)"
 
 
@@ -81,7 +95,7 @@ def make_env(**kwargs: Any) -> gym.Env:
         pool_size=0,
         max_steps=100,
         max_output_chars=2_000,
-        kernel_start=KERNEL_START,
+        kernel_start=_mode["kernel_start"],
     )
     options.update(kwargs)
     return gym.make("L0Notebook-v0", **options)
@@ -100,7 +114,7 @@ def secret_env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def shared_env(secret_env: None) -> Iterator[gym.Env]:
+def shared_env(secret_env: None, kernel_start: str) -> Iterator[gym.Env]:
     env = make_env()
     yield env
     env.close()

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import gymnasium as gym
-import psutil
 import pytest
 
 import l0_env
+from l0_env.checker import spawned_pids
 
 from .conftest import TASK, TinySearch, cell_text, make_env, step
 
@@ -25,7 +25,7 @@ OTHER_TASK = {"id": "t1", "question": "Who designed the Analytical Engine?", "an
 
 
 def live_children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+    return spawned_pids()  # forked kernels live outside this process's tree
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import time
 import psutil
 import pytest
 
+from l0_env.checker import spawned_pids
+
 from .conftest import CELL_TIMEOUT, assert_env_works, cell_text, kernel_of, make_env, step, wait_until
 
 # -- resources ------------------------------------------------------------------------------------
@@ -48,9 +50,11 @@ def test_many_tiny_files_are_bounded_by_time_and_freed_with_the_episode(env):
 
 
 def _children() -> list[psutil.Process]:
+    """Every live process this test started, forked kernels (outside its process tree) included."""
     alive = []
-    for proc in psutil.Process().children(recursive=True):
+    for pid in spawned_pids():
         try:
+            proc = psutil.Process(pid)
             if proc.status() != psutil.STATUS_ZOMBIE:
                 proc.cmdline()
                 alive.append(proc)
