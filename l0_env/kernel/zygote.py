@@ -253,11 +253,19 @@ class Zygote:
                     else []
                 )
                 self._sock.sendmsg([data], ancillary)
-                reply = self._sock.recv(1 << 20) if _wait_readable(self._sock.fileno(), self.timeout) else b""
+                answered = _wait_readable(self._sock.fileno(), self.timeout)
+                reply = self._sock.recv(1 << 20) if answered else b""
             except OSError as exc:
                 raise ZygoteError(f"zygote unreachable: {exc}; {self._why()}") from None
             if not reply:
-                raise ZygoteError(f"the zygote did not answer: {self._why()}")
+                # Two different failures: a slow zygote (a loaded host) or a dead one (its stderr
+                # says why; the reader thread may need a moment to catch up with it).
+                if not answered:
+                    raise ZygoteError(
+                        f"the zygote did not answer {message.get('op')!r} in {self.timeout:g} s: {self._why()}"
+                    )
+                time.sleep(0.2)
+                raise ZygoteError(f"the zygote closed its socket during {message.get('op')!r}: {self._why()}")
         answer = json.loads(reply)
         if not answer.get("ok"):
             raise ZygoteError(f"the zygote refused: {answer.get('error')}")

@@ -74,13 +74,18 @@ env_node = {"num_cpus": 2, "resources": {"l0_env": 2}}
 started = time.monotonic()
 with LocalCluster(workers=[env_node, env_node]) as cluster:
     report["cluster_start_s"] = time.monotonic() - started
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    os.environ["RAY_ADDRESS"] = cluster.address  # what "auto" finds on a real cluster's nodes
     settings = {"max_steps": 3, "cell_timeout": 30.0}
     n = 4
 
-    # 1. The same episodes on the cluster and locally.
+    # 1. The same episodes on the cluster and locally; the README's example, verbatim but for n.
     venv = gym.make_vec(
-        "L0Notebook-v0", num_envs=n, executor="ray", shard_resources={"l0_env": 1}, **settings
+        "L0Notebook-v0",
+        num_envs=n,
+        executor="ray",
+        ray_address="auto",
+        shard_resources={"l0_env": 1},
+        **settings,
     )
     report["where"] = venv.where()
     report["nodes"] = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
@@ -88,6 +93,8 @@ with LocalCluster(workers=[env_node, env_node]) as cluster:
     report["ray_episode_log_steps"] = len(venv.episode(0).steps)
     report["search_servers"] = sum("ray::NodeSearchServer" in cmd for cmd in kernel_processes())
     venv.close()
+    report["ray_left_initialized"] = ray.is_initialized()  # the venv started the connection: it ends it
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
     local = NotebookVectorEnv(n, **settings)
     report["local_episodes"] = run_episodes(local, n)
     local.close()

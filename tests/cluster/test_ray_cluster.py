@@ -52,6 +52,7 @@ def test_envs_spread_over_the_env_nodes_and_episodes_equal_the_local_ones(report
     assert first_hit.startswith("The Seine Meets Paris"), "the search reached the node's BM25 server"
     assert report["search_servers"] == 2, "one search server per env node, not one per env or shard"
     assert report["ray_episode_log_steps"] == 3
+    assert report["ray_left_initialized"] is False
 
 
 def test_a_killed_node_costs_only_its_own_episodes(report) -> None:
