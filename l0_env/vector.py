@@ -14,7 +14,10 @@ only the envs whose actions are ready and take each result as soon as it is done
 * ``submit_step(i, action)`` / ``submit_reset(i)``: ``concurrent.futures.Future`` s, for
   thread-based rollouts that wait on whichever env finishes first.
 
-All envs share one warm kernel pool and one search index.
+All envs share one warm kernel pool and one search index. The API is built once, in
+``IndexedNotebookVectorEnv``, over single-env futures; ``NotebookVectorEnv`` runs the envs in this
+process, ``l0_env.cluster.RayNotebookVectorEnv`` in Ray actors across a cluster, and
+``make_notebook_vector_env`` (``gym.make_vec``'s entry point) picks one by ``executor``.
 """
 
 from __future__ import annotations

@@ -127,6 +127,7 @@ class SandboxedKernel:
         # the fork worked; else it was spawned after a warning, see zygote.report_fallback).
         self.start_mode = "spawn"
         self._waiter_pid: int | None = None
+        self._forked: zygote.ForkedKernel | None = None  # the running kernel, when it was forked
         try:
             self._start()
         except BaseException:
@@ -276,6 +277,7 @@ class SandboxedKernel:
             )
             self._proc = forked.process
             self._waiter_pid = forked.waiter_pid
+            self._forked = forked
             self._log = _OutputTail(forked.log)
             self._channels = KernelChannels(conn_file, self._malformed)
             self._finish_start(uid, conn_file)
@@ -397,6 +399,9 @@ class SandboxedKernel:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
             self._proc = None
+        if self._forked is not None:
+            self._forked.wait_gone()  # its processes are not our children: wait for them too
+            self._forked = None
 
     def close(self) -> None:
         """Kill the kernel, stop the bridge, delete the runtime directory. Idempotent."""

@@ -448,6 +448,27 @@ class ForkedKernel:
     process: subprocess.Popen
     log: IO[bytes]
     waiter_pid: int
+    waiter_pidfd: int | None = None
+
+    def wait_gone(self, timeout: float = 10.0) -> bool:
+        """After the sandbox was killed: wait until the waiter, and so the whole forked tree, has
+        exited (the kernel dies with its PID namespace, the reaper with it, then the waiter); kill
+        the waiter if it has not by ``timeout``. True when it is gone. Idempotent.
+
+        ``close()`` of a spawned kernel returns after its bubblewrap was reaped; a forked kernel's
+        processes are not the host's children, so without this wait a leak check right after
+        ``close()`` would still see them dying."""
+        fd, self.waiter_pidfd = self.waiter_pidfd, None
+        if fd is None:
+            return True
+        try:
+            if not _wait_readable(fd, timeout):
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                return _wait_readable(fd, 2.0)
+            return True
+        finally:
+            os.close(fd)
 
 
 def _rlimits(limits: SandboxLimits) -> dict[str, int]:
@@ -571,6 +592,7 @@ def start_kernel(
     sent: dict[str, int] = {"log": log_w}
     proc: subprocess.Popen | None = None
     status_r = -1
+    waiter_pidfd: int | None = None
     try:
         holder = ["/bin/sh", "-c", HOLDER_SCRIPT, fifo]
         with launch_spec(
@@ -614,6 +636,8 @@ def start_kernel(
         }
         waiter_pid = zygote.fork(request, sent)
         _remember_waiter(waiter_pid)
+        with contextlib.suppress(OSError):  # it waits for the kernel, which has not reported yet
+            waiter_pidfd = os.pidfd_open(waiter_pid)
         _close_all(sent.values())
         sent = {}
         status = _read_status(status_r, deadline)
@@ -623,11 +647,13 @@ def start_kernel(
                     proc.wait(timeout=2)  # the holder exits with the kernel's status
                 status = f"no report (it died; sandbox exit status {proc.poll()}; log: {_drain(log_r)})"
             raise ZygoteError(f"the forked kernel refused to start: {status}")
-        return ForkedKernel(proc, os.fdopen(log_r, "rb"), waiter_pid)
+        return ForkedKernel(proc, os.fdopen(log_r, "rb"), waiter_pid, waiter_pidfd)
     except BaseException as exc:
         _close_all(sent.values())
         with contextlib.suppress(OSError):
             os.close(log_r)
+        if waiter_pidfd is not None:
+            os.close(waiter_pidfd)
         if proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ run locally. Writes what it saw as JSON to argv[1]; the test asserts on it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -92,6 +93,16 @@ with LocalCluster(workers=[env_node, env_node]) as cluster:
     report["ray_episodes"] = run_episodes(venv, n)
     report["ray_episode_log_steps"] = len(venv.episode(0).steps)
     report["search_servers"] = sum("ray::NodeSearchServer" in cmd for cmd in kernel_processes())
+    # gymnasium's batched API and the asyncio one, over the cluster.
+    obs, infos = venv.reset(seed=5)
+    batched = venv.step([scripted(i, 1) for i in range(n)])
+    single = asyncio.run(venv.astep(2, "<think>a</think><code>submit_final_answer('Paris')</code>"))
+    report["batched"] = {
+        "reset_obs": [len(o) for o in obs],
+        "step_obs": [o[-1]["content"].split("\n")[0] for o in batched[0]],
+        "done": [bool(t or u) for t, u in zip(batched[2], batched[3], strict=True)],
+        "astep_terminated": single[2],
+    }
     venv.close()
     report["ray_left_initialized"] = ray.is_initialized()  # the venv started the connection: it ends it
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")

@@ -53,6 +53,10 @@ def test_envs_spread_over_the_env_nodes_and_episodes_equal_the_local_ones(report
     assert report["search_servers"] == 2, "one search server per env node, not one per env or shard"
     assert report["ray_episode_log_steps"] == 3
     assert report["ray_left_initialized"] is False
+    batched = report["batched"]
+    assert batched["reset_obs"] == [2, 2, 2, 2]
+    assert batched["step_obs"] == [str(sum(range(i + 10))) for i in range(4)], "batched step over the cluster"
+    assert batched["done"] == [False] * 4 and batched["astep_terminated"] is True
 
 
 def test_a_killed_node_costs_only_its_own_episodes(report) -> None:
