@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CHILD = r"""
 import json, resource, sys
 from l0_env.pipeline import BuildConfig, build, rows_input
@@ -46,6 +48,7 @@ def run_child(tmp_path: Path, n: int, out: str, sample: str, text_bytes: int) ->
     return result
 
 
+@pytest.mark.slow  # a scale check (~13 s); the spill-file test below streams the same 200k rows
 def test_200k_rows_stream_with_bounded_memory(tmp_path: Path) -> None:
     small = run_child(tmp_path, 2_000, "small.parquet", "-", 2048)
     big = run_child(tmp_path, 200_000, "big.parquet", "-", 2048)

@@ -270,6 +270,7 @@ def _rss_mib(pid: int) -> float:
 # -- fairness, abandoned work, deadlines ----------------------------------------------------------
 
 
+@pytest.mark.slow  # ~20 s of a huge batch; round-robin serving itself: tests/test_search_limits.py (FairPool)
 def test_a_small_query_is_answered_while_a_huge_batch_runs(bundled: BM25Search, titles: list[str]) -> None:
     """Client A sends two batches of 2,048 queries × topk 50; client B's one query is answered
     while both are still running (before, B waited for a whole batch: past 45 s at 4,096)."""

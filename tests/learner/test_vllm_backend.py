@@ -365,6 +365,7 @@ def test_the_learner_trains_with_rollouts_from_a_running_vllm_server(
 
 
 @needs_vllm
+@pytest.mark.slow  # ~60 s (a learner and its own server); a closed server leaving nothing: test_closing_the_server_...
 @pytest.mark.timeout(1200)
 def test_sigterm_to_the_learner_stops_its_vllm_server_and_every_engine_process(tmp_path: Path) -> None:
     out = tmp_path / "run"
