@@ -53,7 +53,7 @@ def spawned_pids() -> set[int]:
         with contextlib.suppress(psutil.Error):
             if p.status() != psutil.STATUS_ZOMBIE:
                 mine.add(p.pid)
-    return (mine | zygote.forked_pids()) - zygote.server_pids()
+    return mine | zygote.forked_pids()  # the zygotes themselves are in neither set
 
 
 def _check_step_result(result: Any, env: gym.Env, action: str) -> None:

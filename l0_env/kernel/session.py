@@ -126,7 +126,6 @@ class SandboxedKernel:
         # How the running kernel was started: "spawn", or "zygote" (config.kernel_start="zygote" and
         # the fork worked; else it was spawned after a warning, see zygote.report_fallback).
         self.start_mode = "spawn"
-        self._waiter_pid: int | None = None
         self._forked: zygote.ForkedKernel | None = None  # the running kernel, when it was forked
         try:
             self._start()
@@ -148,8 +147,8 @@ class SandboxedKernel:
         import psutil
 
         roots = [self._proc.pid] if self._proc is not None else []
-        if self.start_mode == "zygote" and self._waiter_pid is not None:
-            roots.append(self._waiter_pid)
+        if self._forked is not None:
+            roots.append(self._forked.waiter_pid)
         out: list[int] = []
         for root in roots:
             with contextlib.suppress(psutil.Error):
@@ -190,7 +189,6 @@ class SandboxedKernel:
         if self._wants_fork() and self._start_forked():
             return
         self.start_mode = "spawn"
-        self._waiter_pid = None
         uid, conn_file = self._prepare_runtime_dir()
         # No history database: it lives in the tmpfs home, and when the agent fills the disk its
         # writer thread prints "database or disk is full" into the agent's cell output.
@@ -276,7 +274,6 @@ class SandboxedKernel:
                 timeout=self.config.startup_timeout,
             )
             self._proc = forked.process
-            self._waiter_pid = forked.waiter_pid
             self._forked = forked
             self._log = _OutputTail(forked.log)
             self._channels = KernelChannels(conn_file, self._malformed)

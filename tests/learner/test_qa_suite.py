@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,6 +30,7 @@ from l0_learner.data import (
 from l0_learner.eval import EvalArgs, judge_questions, question_scores, suite_table, summarize
 from l0_learner.rollout import Episode, Job, StepSample
 from l0_learner.stats import wilson_interval
+from tests.llm_servers.scripted_openai import RecordedRequest, Reply, ScriptedOpenAIServer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "qa"
 
@@ -224,33 +223,27 @@ def test_eval_args_refuse_half_a_judge_and_pooled_with_a_server():
 # -- the suite end to end: the CLI, a scripted server, the real env and search --------------------
 
 
-class Scripted(BaseHTTPRequestHandler):
-    """Policy (model 'scripted') and judge (model 'judge') in one OpenAI-compatible server."""
+class Scripted:
+    """Policy (model 'scripted') and judge (model 'judge') answering the requests of one
+    :class:`ScriptedOpenAIServer` (its callable behaviour)."""
 
     tasks: ClassVar[dict[str, dict]] = {}
     judged: ClassVar[list[tuple[str, str]]] = []
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    @staticmethod
+    def answer(request: RecordedRequest) -> Reply:
+        body = request.json
         messages = body["messages"]
         if body["model"] == "judge":
             prompt = messages[-1]["content"]
             gold = re.findall(r"^Gold target: (.*)$", prompt, re.M)[-1]
             pred = re.findall(r"^Predicted answer: (.*)$", prompt, re.M)[-1]
             Scripted.judged.append((gold, pred))
-            reply = "A" if gold.lower() == pred.lower() else "B"
-        else:
-            reply = self.policy(messages)
-        data = json.dumps(
-            {"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}
-        )
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data.encode())))
-        self.end_headers()
-        self.wfile.write(data.encode())
+            return Reply("A" if gold.lower() == pred.lower() else "B")
+        return Reply(Scripted.policy(messages))
 
-    def policy(self, messages: list[dict]) -> str:
+    @staticmethod
+    def policy(messages: list[dict]) -> str:
         question = messages[1]["content"].split("\n")[0].removeprefix("Question: ")
         task = Scripted.tasks[question]
         step = sum(m["role"] == "assistant" for m in messages)
@@ -267,18 +260,11 @@ class Scripted(BaseHTTPRequestHandler):
         answer = task["answers"][0] if repr(title) in messages[-1]["content"] else "not found"
         return f"<think>The search shows the answer.</think><code>submit_final_answer({answer!r})"
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def scripted_server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with ScriptedOpenAIServer(default=Scripted.answer) as server:
+        yield server.base_url
 
 
 def test_the_suite_end_to_end_offline(qa_dir, scripted_server, tmp_path):
