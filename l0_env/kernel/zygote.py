@@ -382,8 +382,8 @@ def forked_pids() -> set[int]:
             running.append((pid, created))
         except psutil.Error:
             continue
-    with _stats_lock:
-        _waiters.intersection_update(set(running) | (_waiters - set(waiters)))
+    with _stats_lock:  # forget the waiters found gone (ones added meanwhile stay)
+        _waiters.difference_update(set(waiters) - set(running))
     return out
 
 
